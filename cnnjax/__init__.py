@@ -1,0 +1,8 @@
+"""cnnjax: pure functional convolutional networks in JAX/Flax.
+
+Layers (each depends only on the ones above it): `ops` -> `layers` -> `models`;
+`data`; `train` -> `checkpoint`; `viz`. Import the subpackage you need, e.g.
+`from cnnjax import ops` or `import cnnjax.models`.
+"""
+
+__version__ = "0.1.0"

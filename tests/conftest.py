@@ -1,0 +1,29 @@
+"""Test-wide setup: 8 virtual CPU devices (set before JAX initialises) and shared fixtures."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+_DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_data_dir() -> Path | None:
+    """The real data sets (MNIST, ISBI, ...): `$CNNJAX_DATA_DIR` or `../shared/data`, if present."""
+    candidate = Path(os.environ.get("CNNJAX_DATA_DIR", _DEFAULT_SHARED_DATA))
+    return candidate if candidate.is_dir() else None
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """Directory of the real data sets; skips the test cleanly when it is absent."""
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("real data sets not found: set CNNJAX_DATA_DIR or provide ../shared/data")
+    return path
