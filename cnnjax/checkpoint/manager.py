@@ -1,0 +1,446 @@
+"""A thin layer over Orbax's `CheckpointManager`: one checkpoint per step, exact resume.
+
+Each step directory `<directory>/<step>/` holds four items:
+
+- `state`: the train state pytree (Orbax `StandardSave`, OCDBT with CRC-32C checksums);
+- `data`: the data iterator state (JSON; `bytes` are stored base64-encoded);
+- `loop`: the trainer's own bookkeeping (JSON: pending metrics, epoch, ...);
+- `meta`: config and run metadata plus a fingerprint of every array of `state` (JSON);
+
+plus Orbax's `metrics` (the evaluation metrics that rank checkpoints for best-K retention).
+
+Safety (Orbax 0.12.x, local file systems): a step is written into
+`<step>.orbax-checkpoint-tmp-*` and renamed only when complete, so a process that dies mid-write
+never replaces the previous good checkpoint (leftover tmp directories are ignored and cleaned up).
+Restoring checks the structure against the target first (a mismatch names the parameters),
+then the bytes (Orbax's CRC checks and our fingerprint); a corrupt step is reported, moved to
+`<directory>/../corrupt_checkpoints/`, and the previous step is restored instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as ocm
+
+from cnnjax.checkpoint.structure import (
+    StructureMismatchError,
+    abstract_like,
+    describe_mismatch,
+    flat_shapes,
+    tree_fingerprint,
+)
+
+__all__ = [
+    "CheckpointManager",
+    "CorruptCheckpointError",
+    "Restored",
+    "WorkdirNotWritableError",
+    "ensure_writable",
+    "from_json",
+    "to_json",
+]
+
+log = logging.getLogger("cnnjax.checkpoint")
+
+JSON_ITEMS = ("data", "loop", "meta")
+
+
+class _DropMissingMetricsWarning(logging.Filter):
+    """Orbax warns at every save without metrics; only evaluation steps carry them here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_DropMissingMetricsWarning())
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint step exists but cannot be read back intact."""
+
+
+class WorkdirNotWritableError(OSError):
+    """The work directory cannot be created or written to."""
+
+
+def ensure_writable(directory: str | os.PathLike) -> Path:
+    """Create `directory` if needed and prove it is writable (write, fsync, delete a probe file).
+
+    Raises `WorkdirNotWritableError` naming the directory and the OS error, so an unwritable
+    workdir fails at start rather than at the first checkpoint an hour later.
+    """
+    path = Path(directory).expanduser().absolute()
+    probe = path / f".write_probe_{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, b"ok")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        probe.unlink()
+    except OSError as e:
+        raise WorkdirNotWritableError(
+            f"workdir {str(path)!r} is not writable ({type(e).__name__}: {e}); "
+            "pass a directory you can create and write to"
+        ) from e
+    return path
+
+
+def to_json(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars/arrays to Python values, `bytes` to `{"__bytes__": b64}`."""
+    if isinstance(value, bytes):
+        return {"__bytes__": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, np.ndarray | np.generic | jax.Array):
+        return to_json(np.asarray(value).tolist())
+    return value
+
+
+def from_json(value: Any) -> Any:
+    """Inverse of `to_json` for `bytes` (lists stay lists)."""
+    if isinstance(value, Mapping):
+        if set(value) == {"__bytes__"}:
+            return base64.b64decode(value["__bytes__"])
+        return {k: from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [from_json(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """What `CheckpointManager.restore` gives back.
+
+    `state` is placed on the shardings of the target it was restored into; `data`, `loop`
+    and `meta` are the JSON items as saved; `metrics` the evaluation metrics (or None).
+    """
+
+    step: int
+    state: Any
+    data: Any
+    loop: Any
+    meta: Any
+    metrics: Mapping[str, Any] | None
+    skipped: tuple[str, ...] = ()  # one message per corrupt step that was passed over
+
+
+class CheckpointManager:
+    """Save and restore train state + data state + metadata, one checkpoint per step.
+
+    Retention: the `keep` most recent steps, plus the `keep_best` steps with the best
+    `metrics[best_metric]` (`best_mode` "max" or "min") among steps saved with metrics.
+    Saves are asynchronous by default: `save` returns once the arrays are copied to host
+    memory and the files are written by a background thread (`wait()` blocks until done).
+    Use as a context manager or call `close()`.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        *,
+        keep: int = 3,
+        keep_best: int = 0,
+        best_metric: str | None = None,
+        best_mode: Literal["max", "min"] = "max",
+        async_save: bool = True,
+        read_only: bool = False,
+    ) -> None:
+        if not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"keep must be an int >= 1 (the latest steps kept), got {keep!r}")
+        if not isinstance(keep_best, int) or keep_best < 0:
+            raise ValueError(f"keep_best must be an int >= 0, got {keep_best!r}")
+        if keep_best and not best_metric:
+            raise ValueError(f"keep_best={keep_best} needs best_metric (a metric name), got "
+                             f"{best_metric!r}")
+        if best_mode not in ("max", "min"):
+            raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+        self.directory = Path(directory).expanduser().absolute()
+        self.read_only = read_only
+        if not read_only:
+            ensure_writable(self.directory)
+        self.best_metric = best_metric
+        self.best_mode = best_mode
+
+        policies: list[Any] = [ocm.LatestN(n=keep)]
+        best_fn = None
+        if best_metric:
+            best_fn = _metric_getter(best_metric)
+            if keep_best:
+                policies.append(
+                    ocm.BestN(
+                        get_metric_fn=best_fn,
+                        reverse=best_mode == "min",
+                        n=keep_best,
+                        keep_checkpoints_without_metrics=False,
+                    )
+                )
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=ocm.AnyPreservationPolicy(policies),
+            best_fn=best_fn,
+            best_mode=best_mode,
+            enable_async_checkpointing=async_save,
+            read_only=read_only,
+            create=not read_only,
+            cleanup_tmp_directories=not read_only,
+        )
+        self._mngr = ocp.CheckpointManager(
+            self.directory, options=options, handler_registry=_handler_registry()
+        )
+
+    # -- queries ---------------------------------------------------------------------------
+    def all_steps(self) -> list[int]:
+        return sorted(self._mngr.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self._mngr.latest_step()
+
+    def best_step(self) -> int | None:
+        """Step with the best `best_metric` among steps saved with metrics (None if none)."""
+        if not self.best_metric:
+            return None
+        ranked = self._ranked_by_metric()
+        return ranked[0] if ranked else None
+
+    def metrics(self, step: int) -> Mapping[str, Any] | None:
+        return self._mngr.metrics(step)
+
+    def _ranked_by_metric(self) -> list[int]:
+        """Steps with metrics, best first (ties: the later step first)."""
+        get = _metric_getter(self.best_metric)
+        scored = []
+        for step in self.all_steps():
+            metrics = self._mngr.metrics(step)
+            if metrics is None:
+                continue
+            try:
+                scored.append((float(get(metrics)), step))
+            except KeyError:
+                continue
+        sign = -1.0 if self.best_mode == "max" else 1.0
+        return [s for _, s in sorted(scored, key=lambda vs: (sign * vs[0], -vs[1]))]
+
+    # -- saving ----------------------------------------------------------------------------
+    def save(
+        self,
+        step: int,
+        state: Any,
+        *,
+        data: Any = None,
+        loop: Any = None,
+        meta: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+    ) -> bool:
+        """Save one checkpoint at `step` (asynchronously when enabled).
+
+        Returns False (and saves nothing) if `step` is already saved. `metrics` rank this step
+        for best-K retention and must contain `best_metric` when given.
+        """
+        if self.read_only:
+            raise ValueError(f"CheckpointManager on {self.directory} is read-only; cannot save")
+        step = int(step)
+        if step in self._mngr.all_steps():
+            return False
+        if metrics is not None:
+            metrics = {k: float(v) for k, v in to_json(dict(metrics)).items()}
+            if self.best_metric and self.best_metric not in metrics:
+                raise ValueError(
+                    f"best_metric {self.best_metric!r} not in the metrics saved at step {step}: "
+                    f"{sorted(metrics)}"
+                )
+        meta_item = {**to_json(dict(meta or {})), "step": step,
+                     "fingerprint": tree_fingerprint(state)}
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(to_json({"value": data})),
+            loop=ocp.args.JsonSave(to_json({"value": loop})),
+            meta=ocp.args.JsonSave(meta_item),
+        )
+        return bool(self._mngr.save(step, args=args, metrics=metrics, force=True))
+
+    def wait(self) -> None:
+        """Block until every pending asynchronous save is on disk (raises its errors)."""
+        self._mngr.wait_until_finished()
+        self._mngr.check_for_errors()
+
+    def close(self) -> None:
+        self._mngr.wait_until_finished()
+        self._mngr.close()
+
+    def __enter__(self) -> CheckpointManager:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- restoring -------------------------------------------------------------------------
+    def restore(
+        self,
+        target: Any,
+        step: int | Literal["latest", "best"] = "latest",
+        *,
+        fallback: bool = True,
+    ) -> Restored | None:
+        """Restore `step` ("latest", "best" or an int) into the structure and shardings of `target`.
+
+        `target` is a pytree of arrays or `ShapeDtypeStruct`s (e.g. a freshly created train
+        state on the current mesh), so a checkpoint saved on N devices restores onto M.
+        With `fallback`, a corrupt "latest"/"best" step is reported (warning + `skipped`) and
+        the next candidate is tried. Returns None when there is no checkpoint at all.
+        Raises `StructureMismatchError` naming the mismatching parameters,
+        `CorruptCheckpointError` when no candidate can be read, and `ValueError` for a step
+        that does not exist.
+        """
+        self._mngr.reload()
+        steps = self.all_steps()
+        if not steps:
+            return None
+        if step == "latest":
+            candidates = steps[::-1]
+        elif step == "best":
+            if not self.best_metric:
+                raise ValueError("restore(step='best') needs a best_metric on the manager")
+            candidates = self._ranked_by_metric()
+            if not candidates:
+                raise ValueError(
+                    f"no checkpoint in {self.directory} was saved with metrics "
+                    f"(needed for step='best'); steps: {steps}"
+                )
+        elif isinstance(step, int | np.integer) and not isinstance(step, bool):
+            if int(step) not in steps:
+                raise ValueError(f"step {step} is not in {self.directory}; saved steps: {steps}")
+            candidates = [int(step)]
+        else:
+            raise ValueError(f"step must be 'latest', 'best' or an int, got {step!r}")
+        if not fallback:
+            candidates = candidates[:1]
+
+        abstract = abstract_like(target)
+        skipped: list[str] = []
+        for candidate in candidates:
+            try:
+                restored = self._restore_step(candidate, abstract)
+            except CorruptCheckpointError as e:
+                message = f"checkpoint step {candidate} in {self.directory} is corrupt: {e}"
+                log.warning("%s", message)
+                skipped.append(message)
+                self._quarantine(candidate)
+                continue
+            if skipped:
+                log.warning(
+                    "restored the previous good checkpoint, step %d, instead", candidate
+                )
+            return dataclasses.replace(restored, skipped=tuple(skipped))
+        raise CorruptCheckpointError(
+            "no readable checkpoint among steps "
+            f"{candidates} in {self.directory}:\n" + "\n".join(skipped)
+        )
+
+    def check_structure(self, step: int, target: Any) -> None:
+        """Raise `StructureMismatchError` if step's `state` arrays differ from `target`'s."""
+        try:
+            metadata = self._mngr.item_metadata(step)["state"]
+            saved = flat_shapes(getattr(metadata, "tree", metadata))
+        except Exception as e:
+            raise CorruptCheckpointError(
+                f"cannot read the array metadata ({type(e).__name__}: {_short(e)})"
+            ) from e
+        lines = describe_mismatch(saved, flat_shapes(target))
+        if lines:
+            raise StructureMismatchError(
+                f"checkpoint step {step} in {self.directory} does not match the model/optimizer "
+                "(another architecture, number of classes or optimizer?); mismatching arrays:\n  "
+                + "\n  ".join(lines)
+            )
+
+    def _restore_step(self, step: int, abstract: Any) -> Restored:
+        self.check_structure(step, abstract)
+        args = ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract),
+            **{name: ocp.args.JsonRestore() for name in JSON_ITEMS},
+        )
+        try:
+            out = self._mngr.restore(step, args=args)
+        except Exception as e:
+            raise CorruptCheckpointError(f"{type(e).__name__}: {_short(e)}") from e
+        meta = out["meta"]
+        if not isinstance(meta, Mapping) or "fingerprint" not in meta:
+            raise CorruptCheckpointError("its 'meta' item has no fingerprint")
+        actual = tree_fingerprint(out["state"])
+        expected = meta["fingerprint"]
+        bad = sorted(k for k in set(actual) | set(expected) if actual.get(k) != expected.get(k))
+        if bad:
+            raise CorruptCheckpointError(
+                f"the bytes of {len(bad)} arrays differ from those saved: {bad[:10]}"
+            )
+        return Restored(
+            step=step,
+            state=out["state"],
+            data=from_json(out["data"]["value"]),
+            loop=from_json(out["loop"]["value"]),
+            meta=meta,
+            metrics=self._mngr.metrics(step),
+        )
+
+    def _quarantine(self, step: int) -> None:
+        """Move a corrupt step aside (so the step can be saved again); read-only: leave it."""
+        if self.read_only:
+            return
+        source = self.directory / str(step)
+        if not source.exists():
+            return
+        dest_dir = self.directory.parent / "corrupt_checkpoints"
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / f"{step}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+        shutil.move(str(source), str(dest))
+        log.warning("moved corrupt checkpoint step %d to %s", step, dest)
+        self._mngr.reload()
+
+
+def _handler_registry() -> Any:
+    """Handlers for our items, so metadata can be read before anything is saved or restored."""
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    standard = ocp.StandardCheckpointHandler()
+    registry.add("state", ocp.args.StandardSave, standard)
+    registry.add("state", ocp.args.StandardRestore, standard)
+    for name in JSON_ITEMS:
+        handler = ocp.JsonCheckpointHandler()
+        registry.add(name, ocp.args.JsonSave, handler)
+        registry.add(name, ocp.args.JsonRestore, handler)
+    return registry
+
+
+def _metric_getter(name: str):
+    def get(metrics: Mapping[str, Any]) -> float:
+        return float(metrics[name])
+
+    return get
+
+
+def _short(e: BaseException, limit: int = 400) -> str:
+    text = str(e).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def steps_on_disk(directory: str | os.PathLike) -> Sequence[int]:
+    """Finished step directories under `directory` (no Orbax manager needed)."""
+    path = Path(directory)
+    if not path.is_dir():
+        return []
+    return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())

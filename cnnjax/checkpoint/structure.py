@@ -1,0 +1,163 @@
+"""Pure pytree helpers for checkpoints: paths, abstract targets, structure diffs, fingerprints.
+
+Nothing here touches the file system; `manager.py` composes these with Orbax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "StructureMismatchError",
+    "abstract_like",
+    "describe_mismatch",
+    "flat_shapes",
+    "tree_fingerprint",
+]
+
+
+class StructureMismatchError(ValueError):
+    """A checkpoint's arrays do not match the target (other architecture, classes, optimizer)."""
+
+
+def _key_name(key: Any) -> str:
+    for attr in ("key", "name", "idx"):
+        if hasattr(key, attr):
+            return str(getattr(key, attr))
+    return str(key)
+
+
+def path_str(path: tuple[Any, ...]) -> str:
+    """`('params', 'Conv_0', 'kernel')`-like key path as `params/Conv_0/kernel`."""
+    return "/".join(_key_name(k) for k in path)
+
+
+def _is_key_array(x: Any) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def _stored_shape_dtype(x: Any) -> tuple[tuple[int, ...], str]:
+    """Shape and dtype as Orbax stores the leaf (typed PRNG keys are stored as their key data)."""
+    if _is_key_array(x):
+        data = jax.eval_shape(jax.random.key_data, x)
+        return tuple(data.shape), str(data.dtype)
+    return tuple(x.shape), str(np.dtype(x.dtype))
+
+
+def flat_shapes(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """`{path: (shape, dtype)}` of every array-like leaf of `tree` (arrays, ShapeDtypeStructs,
+    Orbax `ArrayMetadata`); leaves without a shape (None, empty optimizer states) are skipped."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if getattr(leaf, "shape", None) is None or getattr(leaf, "dtype", None) is None:
+            continue
+        out[path_str(path)] = _stored_shape_dtype(leaf)
+    return out
+
+
+def describe_mismatch(
+    saved: Mapping[str, tuple[tuple[int, ...], str]],
+    target: Mapping[str, tuple[tuple[int, ...], str]],
+    *,
+    limit: int = 20,
+) -> list[str]:
+    """Human-readable differences between two `flat_shapes` maps (empty when they match).
+
+    Each line names the parameter path and both shapes/dtypes, e.g.
+    `params/Dense_0/kernel: checkpoint (64, 10) float32, model (64, 5) float32`.
+    """
+    lines = []
+    # Parameters first: they are what a user recognises (optimizer slots mirror them).
+    for path in sorted(set(saved) | set(target), key=lambda p: (not p.startswith("params"), p)):
+        if path not in target:
+            shape, dtype = saved[path]
+            lines.append(f"{path}: in the checkpoint {shape} {dtype}, absent from the model")
+        elif path not in saved:
+            shape, dtype = target[path]
+            lines.append(f"{path}: in the model {shape} {dtype}, absent from the checkpoint")
+        elif saved[path] != target[path]:
+            (s_shape, s_dtype), (t_shape, t_dtype) = saved[path], target[path]
+            lines.append(
+                f"{path}: checkpoint {s_shape} {s_dtype}, model {t_shape} {t_dtype}"
+            )
+    if len(lines) > limit:
+        lines = [*lines[:limit], f"... and {len(lines) - limit} more"]
+    return lines
+
+
+def abstract_like(tree: Any) -> Any:
+    """`ShapeDtypeStruct`s (with each array's current sharding) to restore into.
+
+    Restoring into these places every array straight onto the *current* devices, whatever
+    the number of devices of the run that saved it.
+    """
+
+    def one(x: Any) -> Any:
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return x
+        if isinstance(x, jax.Array):
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+        if isinstance(x, np.ndarray | np.generic):
+            return jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype)
+        return x
+
+    return jax.tree.map(one, tree)
+
+
+_GOLDEN = np.uint32(2654435761)
+
+
+def _leaf_words(x: jax.Array) -> jax.Array:
+    if _is_key_array(x):
+        x = jax.random.key_data(x)
+    x = jnp.ravel(x)
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint32)
+    bits = x.dtype.itemsize * 8
+    if bits == 64:
+        return jax.lax.bitcast_convert_type(x, jnp.uint32).ravel()
+    if bits == 32:
+        return jax.lax.bitcast_convert_type(x, jnp.uint32)
+    unsigned = {8: jnp.uint8, 16: jnp.uint16}[bits]
+    return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+
+
+@jax.jit
+def _fingerprints(leaves: list[jax.Array]) -> list[jax.Array]:
+    out = []
+    for leaf in leaves:
+        words = _leaf_words(leaf)
+        position = jnp.arange(words.shape[0], dtype=jnp.uint32) * _GOLDEN + jnp.uint32(1)
+        # uint32 sums wrap around: exact and independent of the reduction order and sharding.
+        out.append(jnp.sum(words * position, dtype=jnp.uint32))
+    return out
+
+
+def tree_fingerprint(tree: Any) -> dict[str, int]:
+    """`{path: uint32 checksum}` of every array leaf's bits, position-weighted.
+
+    Stored with each checkpoint and compared after restoring, so silently corrupted bytes
+    that still decode are caught. Independent of the sharding and device count.
+    """
+    items = [
+        (path_str(p), leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf))
+        for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+        if isinstance(leaf, jax.Array | np.ndarray) and np.prod(leaf.shape) > 0
+    ]
+    # One compiled reduction per set of devices (leaves committed to different devices
+    # cannot meet in one jit call).
+    groups: dict[Any, list[int]] = {}
+    for i, (_, leaf) in enumerate(items):
+        devices = frozenset(leaf.sharding.device_set) if leaf.committed else None
+        groups.setdefault(devices, []).append(i)
+    sums: dict[int, int] = {}
+    for indices in groups.values():
+        values = jax.device_get(_fingerprints([items[i][1] for i in indices]))
+        sums.update({i: int(v) for i, v in zip(indices, values, strict=True)})
+    return {items[i][0]: sums[i] for i in range(len(items))}
