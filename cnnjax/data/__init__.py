@@ -1,0 +1,38 @@
+"""Data sources, Grain input pipelines and augmentation.
+
+    source = get_source("shapes", "train")          # or "mnist" (data_dir=...), "tfds:cifar10"
+    batches = make_pipeline(source, batch_size=128, seed=0, train=True,
+                            augment="random_crop(padding=4)|hflip")
+    batch = to_global(next(batches), mesh)          # global jax.Arrays split on axis "data"
+    state = batches.get_state()                     # JSON-serialisable; set_state resumes
+
+See `sources` (names and splits), `pipeline` (stream order, padding, sharding) and
+`augment` (ops and the spec syntax).
+"""
+
+from cnnjax.data.augment import OP_NAMES, PRESETS, build_ops, parse_spec
+from cnnjax.data.info import DataInfo
+from cnnjax.data.local import ENV_DATA_DIR, ArraySource
+from cnnjax.data.pipeline import BatchIterator, make_pipeline, to_global
+from cnnjax.data.shapes import ShapesSource
+from cnnjax.data.signals import SignalsSource
+from cnnjax.data.sources import NAMES, Source, get_info, get_source
+
+__all__ = [
+    "ENV_DATA_DIR",
+    "NAMES",
+    "OP_NAMES",
+    "PRESETS",
+    "ArraySource",
+    "BatchIterator",
+    "DataInfo",
+    "ShapesSource",
+    "SignalsSource",
+    "Source",
+    "build_ops",
+    "get_info",
+    "get_source",
+    "make_pipeline",
+    "parse_spec",
+    "to_global",
+]

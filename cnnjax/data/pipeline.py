@@ -1,0 +1,396 @@
+"""Grain input pipelines: `make_pipeline(source, ...)` -> resumable iterator of NumPy batches,
+and `to_global(batch, mesh)` to place a process-local batch onto a device mesh.
+
+Order of a training stream (all index arithmetic on a `grain.MapDataset`, so element k of
+the stream is a pure function of (seed, k)):
+
+1. `shuffle(seed)` then `repeat(num_epochs)`: epoch e is a fresh permutation of the source.
+2. Each epoch keeps its first `steps_per_epoch * batch_size` examples (the last partial
+   global batch of every epoch is dropped), so global batch s holds examples
+   s*B .. s*B + B - 1 of the stream and epoch boundaries fall between batches.
+3. Per-example augmentation with a `numpy.random.Generator` seeded from (seed, k), k the
+   example's position in that stream: independent of workers and processes.
+4. Process p of P takes rows p*B/P .. (p+1)*B/P - 1 of every global batch (so the rows of
+   all processes, concatenated in process order, are exactly the global batch).
+5. Normalisation ((x/255 - mean) / std, float32), batching, batch-level mixup/cutmix.
+
+Evaluation: one pass in source order; the last global batch is padded with copies of record
+0 whose `valid` is 0, so every example is seen exactly once and batch shapes are static.
+
+Batches are dicts: `image` float32 (b, H, W, C) (or (b, L, C)), `label` int32 (b,) or float32
+(b, num_classes) after mixup/cutmix, or `mask` int32 (b, H, W), and `valid` float32 (b,),
+with b = batch_size // process_count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import grain
+import numpy as np
+
+from cnnjax.data import augment as augment_lib
+from cnnjax.data.info import DataInfo, check_positive_int
+
+_INFINITE = sys.maxsize // 4
+
+
+def _derive_seed(seed: int, *purpose: int) -> int:
+    """A 32-bit seed for one purpose (shuffle, augment, mix) derived from the run's seed."""
+    return int(np.random.SeedSequence([seed, *purpose]).generate_state(1)[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class _EpochBatches:
+    """Stream position k -> index into the repeated dataset, dropping each epoch's tail."""
+
+    epoch_length: int  # records per epoch in the source
+    kept: int  # steps_per_epoch * global batch size
+
+    def __call__(self, k: int) -> int:
+        epoch, offset = divmod(k, self.kept)
+        return epoch * self.epoch_length + offset
+
+
+@dataclasses.dataclass(frozen=True)
+class _ProcessRows:
+    """Local index i of process p -> global stream index (contiguous rows of each batch)."""
+
+    global_batch: int
+    local_batch: int
+    process_index: int
+
+    def __call__(self, i: int) -> int:
+        step, row = divmod(i, self.local_batch)
+        return step * self.global_batch + self.process_index * self.local_batch + row
+
+
+@dataclasses.dataclass(frozen=True)
+class _Padded:
+    """Index k < n -> the record with valid = 1; k >= n -> record 0 with valid = 0."""
+
+    length: int
+
+    def __call__(self, k: int) -> tuple[int, bool]:
+        return (k, True) if k < self.length else (0, False)
+
+
+class _IndexMapDataset(grain.MapDataset):
+    """`parent[fn(index)]` for index < length: the index arithmetic of the pipeline."""
+
+    def __init__(self, parent: grain.MapDataset, length: int, fn: Any) -> None:
+        super().__init__(parent)
+        self._length = length
+        self._fn = fn
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        return self._parent[self._fn(index)]
+
+    def __str__(self) -> str:
+        return f"_IndexMapDataset(length={self._length}, fn={self._fn})"
+
+
+class _PaddedSource(grain.MapDataset):
+    """The eval stream: source records with `valid`, padded to a multiple of the batch."""
+
+    def __init__(self, parent: grain.MapDataset, length: int) -> None:
+        super().__init__(parent)
+        self._length = length
+        self._pad = _Padded(len(parent))
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        k, valid = self._pad(index)
+        return {**self._parent[k], "valid": np.float32(valid)}
+
+    def __str__(self) -> str:
+        return f"_PaddedSource(length={self._length})"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Preprocess:
+    """Per-example: augmentation ops, then dtype conversion and normalisation."""
+
+    ops: tuple[augment_lib.Op, ...]
+    train: bool
+    mean: np.ndarray
+    std: np.ndarray
+    normalize: bool
+
+    def __call__(self, record: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        record = augment_lib.apply_ops(self.ops, dict(record), rng, self.train)
+        image = np.asarray(record["image"], np.float32) * np.float32(1.0 / 255.0)
+        if self.normalize:
+            image = (image - self.mean) / self.std
+        out: dict[str, Any] = {"image": image}
+        if "label" in record:
+            out["label"] = np.int32(record["label"])
+        if "mask" in record:
+            out["mask"] = np.asarray(record["mask"], np.int32)
+        out["valid"] = np.float32(record.get("valid", 1.0))
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _MixBatch:
+    ops: tuple[augment_lib.Op, ...]
+    num_classes: int
+
+    def __call__(self, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        return augment_lib.mix_batch(self.ops, batch, rng, self.num_classes)
+
+
+class BatchIterator(Iterator[dict[str, np.ndarray]]):
+    """Iterator of process-local batches with checkpointable state.
+
+    `get_state()` returns a small JSON-serialisable dict; `set_state(state)` on an iterator
+    of the same pipeline (same source, seed, batch size, ...) continues with exactly the
+    batch that would have come next.
+
+    Attributes:
+      info: the data set's metadata.
+      steps_per_epoch: global batches per epoch (train: floor(n / B); eval: ceil(n / B)).
+      num_batches: batches this iterator yields in total, or None when it repeats forever.
+    """
+
+    def __init__(
+        self,
+        dataset: grain.IterDataset,
+        *,
+        info: DataInfo,
+        steps_per_epoch: int,
+        num_batches: int | None,
+        fingerprint: dict[str, Any],
+    ) -> None:
+        self._dataset = dataset
+        self._iterator = iter(dataset)
+        self.info = info
+        self.steps_per_epoch = steps_per_epoch
+        self.num_batches = num_batches
+        self._fingerprint = fingerprint
+
+    def __iter__(self) -> BatchIterator:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        return next(self._iterator)
+
+    def __len__(self) -> int:
+        if self.num_batches is None:
+            raise TypeError("len() of an infinite pipeline (num_epochs=None)")
+        return self.num_batches
+
+    def get_state(self) -> dict[str, Any]:
+        return {"grain": self._iterator.get_state(), "pipeline": dict(self._fingerprint)}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        if not isinstance(state, Mapping) or "grain" not in state:
+            raise ValueError(f"state={state!r}: expected a dict from BatchIterator.get_state()")
+        saved = dict(state.get("pipeline", {}))
+        if saved and saved != self._fingerprint:
+            raise ValueError(
+                f"state was saved by a different pipeline {saved}; this one is "
+                f"{self._fingerprint}: restoring it would not continue the same stream"
+            )
+        self._iterator.set_state(state["grain"])
+
+    def close(self) -> None:
+        close = getattr(self._iterator, "close", None)
+        if close is not None:
+            close()
+
+
+def _process_layout(
+    batch_size: int, process_index: int | None, process_count: int | None
+) -> tuple[int, int, int]:
+    if process_index is None or process_count is None:
+        import jax
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    check_positive_int(process_count, "process_count")
+    check_positive_int(process_index, "process_index", minimum=0)
+    if process_index >= process_count:
+        raise ValueError(
+            f"process_index={process_index}: expected < process_count={process_count}"
+        )
+    if batch_size % process_count:
+        raise ValueError(
+            f"batch_size={batch_size}: the global batch must be divisible by "
+            f"process_count={process_count}"
+        )
+    return process_index, process_count, batch_size // process_count
+
+
+def make_pipeline(
+    source: Any,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    train: bool,
+    num_epochs: int | None = None,
+    augment: augment_lib.Spec = None,
+    normalize: bool = True,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    worker_count: int = 0,
+    worker_buffer_size: int = 2,
+    read_threads: int = 0,
+    prefetch_buffer_size: int = 4,
+    info: DataInfo | None = None,
+) -> BatchIterator:
+    """A resumable iterator of process-local batches over `source` (see the module docstring).
+
+    Args:
+      source: a random-access source (`get_source(...)`): `len`, `[i]` and `.info`.
+      batch_size: the GLOBAL batch size; each process yields batch_size // process_count rows.
+      seed: seeds the shuffle, the augmentation and mixup/cutmix.
+      train: True: shuffle, repeat, augment, drop each epoch's last partial batch.
+        False: one pass in order, last batch padded (valid = 0), deterministic ops only.
+      num_epochs: epochs of a training stream; None repeats forever. Ignored for eval.
+      augment: an augmentation spec (`cnnjax.data.augment.parse_spec`), e.g.
+        "random_crop(padding=4)|hflip|mixup(alpha=0.2)". Deterministic ops (resize,
+        center_crop) and the eval counterparts of random ones also run when train=False.
+      normalize: subtract the data set's mean and divide by its std (else only /255).
+      process_index, process_count: this process's place among all processes (default:
+        `jax.process_index()`, `jax.process_count()`).
+      worker_count: Grain worker processes (0: in this process); the batches do not depend on it.
+      worker_buffer_size: batches buffered per worker process.
+      read_threads: threads preparing examples in this process (0: none; NumPy/PIL release
+        the GIL for large images, so threads help with 224x224 augmentation).
+      prefetch_buffer_size: examples prepared ahead by the threads.
+      info: metadata to use instead of `source.info` (e.g. to override mean/std).
+    """
+    check_positive_int(batch_size, "batch_size")
+    check_positive_int(seed, "seed", minimum=0)
+    check_positive_int(worker_count, "worker_count", minimum=0)
+    check_positive_int(read_threads, "read_threads", minimum=0)
+    if not isinstance(train, bool):
+        raise TypeError(f"train={train!r}: expected a bool")
+    if num_epochs is not None:
+        check_positive_int(num_epochs, "num_epochs")
+    info = info if info is not None else getattr(source, "info", None)
+    if not isinstance(info, DataInfo):
+        raise TypeError(f"source={source!r} has no DataInfo `info`: pass info=DataInfo(...)")
+    n = len(source)
+    if n == 0:
+        raise ValueError(f"source={source!r} is empty")
+    process_index, process_count, local_batch = _process_layout(
+        batch_size, process_index, process_count
+    )
+    example_ops, batch_ops = augment_lib.build_ops(augment, info)
+    preprocess = _Preprocess(
+        tuple(example_ops),
+        train,
+        np.asarray(info.mean, np.float32),
+        np.asarray(info.std, np.float32),
+        normalize,
+    )
+
+    ds = grain.MapDataset.source(source)
+    if train:
+        steps_per_epoch = n // batch_size
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"batch_size={batch_size} is larger than the {n} training records: "
+                "no full batch per epoch"
+            )
+        kept = steps_per_epoch * batch_size
+        ds = ds.shuffle(seed=_derive_seed(seed, 0)).repeat(num_epochs)
+        length = _INFINITE // kept * kept if num_epochs is None else num_epochs * kept
+        ds = _IndexMapDataset(ds, length, _EpochBatches(n, kept))
+        num_batches = None if num_epochs is None else num_epochs * steps_per_epoch
+    else:
+        steps_per_epoch = -(-n // batch_size)
+        length = steps_per_epoch * batch_size
+        ds = _PaddedSource(ds, length)
+        num_batches = steps_per_epoch
+    ds = ds.random_map(preprocess, seed=_derive_seed(seed, 1))
+    local_length = length // batch_size * local_batch
+    ds = _IndexMapDataset(
+        ds, local_length, _ProcessRows(batch_size, local_batch, process_index)
+    )
+    ds = ds.batch(local_batch, drop_remainder=True)
+    if train and batch_ops:
+        mixer = _MixBatch(tuple(batch_ops), info.num_classes)
+        ds = ds.random_map(mixer, seed=_derive_seed(seed, 2, process_index))
+    iter_ds = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_buffer_size)
+    )
+    if worker_count > 0:
+        iter_ds = iter_ds.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=worker_count, per_worker_buffer_size=worker_buffer_size
+            )
+        )
+    fingerprint = {
+        "records": n,
+        "batch_size": batch_size,
+        "seed": seed,
+        "train": train,
+        "num_epochs": num_epochs,
+        "process_index": process_index,
+        "process_count": process_count,
+        "worker_count": worker_count,
+    }
+    return BatchIterator(
+        iter_ds,
+        info=info,
+        steps_per_epoch=steps_per_epoch,
+        num_batches=num_batches,
+        fingerprint=fingerprint,
+    )
+
+
+def to_global(batch: Mapping[str, np.ndarray], sharding_or_mesh: Any) -> dict[str, Any]:
+    """Place a process-local batch onto devices as global `jax.Array`s split on the batch axis.
+
+    Args:
+      batch: dict of NumPy arrays whose leading axis is this process's rows of the global batch.
+      sharding_or_mesh: a `jax.sharding.Mesh` with an axis "data" (the batch axis is split
+        over it, other axes replicated), or a `jax.sharding.Sharding` used for every array.
+
+    Returns:
+      The same dict of global arrays with leading size batch_size (all processes' rows).
+    """
+    import jax
+
+    if isinstance(sharding_or_mesh, jax.sharding.Mesh):
+        if "data" not in sharding_or_mesh.axis_names:
+            raise ValueError(
+                f"mesh axes {sharding_or_mesh.axis_names}: expected an axis named 'data'"
+            )
+        sharding = jax.sharding.NamedSharding(sharding_or_mesh, jax.sharding.PartitionSpec("data"))
+    elif isinstance(sharding_or_mesh, jax.sharding.Sharding):
+        sharding = sharding_or_mesh
+    else:
+        raise TypeError(
+            f"sharding_or_mesh={sharding_or_mesh!r}: expected a jax.sharding.Mesh or Sharding"
+        )
+    if isinstance(sharding_or_mesh, jax.sharding.Mesh):
+        mesh = sharding_or_mesh
+        local_shards = max(1, mesh.shape["data"] * len(sharding.addressable_devices) // mesh.size)
+    else:
+        local_shards = 1
+    out = {}
+    for key, value in batch.items():
+        value = np.asarray(value)
+        if value.ndim == 0 or value.shape[0] % local_shards:
+            raise ValueError(
+                f"batch[{key!r}].shape={value.shape}: the leading (batch) axis must be divisible "
+                f"by the {local_shards} 'data' shards of this process"
+            )
+        out[key] = jax.make_array_from_process_local_data(sharding, value)
+    return out
