@@ -1,0 +1,67 @@
+"""Flax Linen layers over `cnnjax.ops`, normalization by name, and blocks.
+
+Layers: `Conv`, `ConvTranspose`, `MaxPool`, `AvgPool`, `LpPool`, `AdaptiveAvgPool`,
+`AdaptiveMaxPool`, `GlobalAvgPool`, `GlobalMaxPool`, `Flatten`, `Dropout`.
+Normalization: `make_norm(name, train=...)` with name in `NORMS`.
+Blocks: `ConvNormAct`, `BasicBlock`, `Bottleneck`, `PreActBasicBlock`, `PreActBottleneck`,
+`DoubleConv`, `UNetDown`, `UNetUp`.
+"""
+
+from cnnjax.layers.blocks import (
+    UNET_PADDINGS,
+    UPSAMPLE_MODES,
+    BasicBlock,
+    Bottleneck,
+    ConvNormAct,
+    DoubleConv,
+    PreActBasicBlock,
+    PreActBottleneck,
+    UNetDown,
+    UNetUp,
+    center_crop,
+    pad_to,
+    symmetric_padding,
+)
+from cnnjax.layers.conv import Conv, ConvTranspose
+from cnnjax.layers.norm import NORMS, check_norm_name, make_norm
+from cnnjax.layers.pooling import (
+    AdaptiveAvgPool,
+    AdaptiveMaxPool,
+    AvgPool,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    GlobalMaxPool,
+    LpPool,
+    MaxPool,
+)
+
+__all__ = [
+    "NORMS",
+    "UNET_PADDINGS",
+    "UPSAMPLE_MODES",
+    "AdaptiveAvgPool",
+    "AdaptiveMaxPool",
+    "AvgPool",
+    "BasicBlock",
+    "Bottleneck",
+    "Conv",
+    "ConvNormAct",
+    "ConvTranspose",
+    "DoubleConv",
+    "Dropout",
+    "Flatten",
+    "GlobalAvgPool",
+    "GlobalMaxPool",
+    "LpPool",
+    "MaxPool",
+    "PreActBasicBlock",
+    "PreActBottleneck",
+    "UNetDown",
+    "UNetUp",
+    "center_crop",
+    "check_norm_name",
+    "make_norm",
+    "pad_to",
+    "symmetric_padding",
+]
