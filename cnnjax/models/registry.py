@@ -1,0 +1,114 @@
+"""Model registry: `register` a factory under a name, `create(name, num_classes=..., **options)`.
+
+A factory is a Linen module class, a `functools.partial` of one (a named variant such as
+`resnet18 = partial(ResNet, stage_sizes=(2, 2, 2, 2))`) or any callable returning a module.
+For module classes and partials of them, `create` checks option names against the module's
+fields, so a misspelled option fails with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+
+ModelFactory = Callable[..., nn.Module]
+
+_REGISTRY: dict[str, ModelFactory] = {}
+
+_HIDDEN_FIELDS = frozenset({"parent", "name"})
+
+
+def register(
+    name: str | ModelFactory | None = None, *, overwrite: bool = False
+) -> Callable[[ModelFactory], ModelFactory] | ModelFactory:
+    """Registers a model factory. Use as `@register`, `@register("name")`, or
+    `register("name")(functools.partial(Model, **defaults))`. Returns the factory unchanged.
+
+    A name already taken raises ValueError unless `overwrite=True`.
+    """
+    if callable(name) and not isinstance(name, str):
+        return register(None, overwrite=overwrite)(name)
+
+    def decorator(factory: ModelFactory) -> ModelFactory:
+        key = name if name is not None else getattr(factory, "__name__", None)
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"register: a model name (non-empty str) is needed; got {key!r}")
+        if not callable(factory):
+            raise TypeError(f"register({key!r}): factory must be callable; got {factory!r}")
+        if key in _REGISTRY and not overwrite:
+            raise ValueError(f"register: model {key!r} is already registered (overwrite=True)")
+        _REGISTRY[key] = factory
+        return factory
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    """Names of all registered models, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_factory(name: str) -> ModelFactory:
+    """The factory registered under `name`; ValueError listing the valid names otherwise."""
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """The options `create(name, ...)` accepts and their defaults (module fields, for module
+    classes and partials of them; empty for other callables)."""
+    factory = get_factory(name)
+    cls, preset = _module_class(factory)
+    if cls is None:
+        return {}
+    options = {}
+    for f in dataclasses.fields(cls):
+        if f.name in _HIDDEN_FIELDS or not f.init:
+            continue
+        if f.name in preset:
+            options[f.name] = preset[f.name]
+        elif f.default is not dataclasses.MISSING:
+            options[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            options[f.name] = f.default_factory()
+        else:
+            options[f.name] = dataclasses.MISSING
+    return options
+
+
+def create(name: str, num_classes: int | None = None, **options: Any) -> nn.Module:
+    """Builds the registered model `name`; `num_classes=None` keeps the model's default.
+
+    Unknown option names raise TypeError naming the valid options.
+    """
+    factory = get_factory(name)
+    if num_classes is not None:
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int; got {num_classes!r}")
+        options["num_classes"] = num_classes
+    cls, _ = _module_class(factory)
+    if cls is not None:
+        valid = set(model_options(name))
+        unknown = sorted(set(options) - valid)
+        if unknown:
+            raise TypeError(
+                f"create({name!r}): unknown option(s) {', '.join(unknown)}; valid options: "
+                f"{', '.join(sorted(valid))}"
+            )
+    return factory(**options)
+
+
+def _module_class(factory: ModelFactory) -> tuple[type | None, dict[str, Any]]:
+    """(Module class, preset keyword arguments) behind a class or partial, else (None, {})."""
+    preset: dict[str, Any] = {}
+    while isinstance(factory, functools.partial):
+        preset = {**factory.keywords, **preset}
+        factory = factory.func
+    if isinstance(factory, type) and issubclass(factory, nn.Module):
+        return factory, preset
+    return None, {}

@@ -1,0 +1,169 @@
+"""Small classifiers: the Keras MNIST CNN of the lecture notes, LeNet-5, and a plain
+conv-norm-act-pool network in 1, 2 or 3 spatial dims (`cnn1d` for sequences such as ECG
+signals, `cnn3d` for volumes or video clips)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from cnnjax.layers import (
+    AvgPool,
+    ConvNormAct,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    MaxPool,
+    make_norm,
+)
+from cnnjax.models.common import (
+    check_input,
+    check_positive_ints,
+    check_rate,
+    conv_factory,
+    dense_factory,
+    output,
+    require_min_size,
+)
+from cnnjax.models.registry import register
+
+
+@register("simple_cnn")
+class SimpleCNN(nn.Module):
+    """The Keras MNIST model of the seed notes: Conv 32 3x3 relu, MaxPool 2, Conv 64 3x3 relu,
+    MaxPool 2, Conv 64 3x3 relu, Flatten, Dense 64 relu, Dense `num_classes` (logits; the
+    notes' softmax belongs to the loss). Valid padding. 93,322 parameters on 28x28x1.
+    Needs inputs of at least 18x18. Features: conv1, pool1, conv2, pool2, conv3, dense1.
+    """
+
+    num_classes: int = 10
+    widths: Sequence[int] = (32, 64, 64)
+    hidden: int = 64
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    axis_name: str | None = None  # unused (no batch norm); kept so every model clones alike
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False, return_features: bool = False):
+        check_input(x, "simple_cnn", 2)
+        w1, w2, w3 = _three(self.widths, "simple_cnn")
+        require_min_size(x, "simple_cnn", 18, "three valid 3x3 convs and two 2x2 pools")
+        conv = conv_factory(self.dtype, self.param_dtype)
+        dense = dense_factory(self.dtype, self.param_dtype)
+        feats: dict[str, jnp.ndarray] = {}
+        x = feats["conv1"] = nn.relu(conv(w1, 3, name="conv1")(x))
+        x = feats["pool1"] = MaxPool(2, name="pool1")(x)
+        x = feats["conv2"] = nn.relu(conv(w2, 3, name="conv2")(x))
+        x = feats["pool2"] = MaxPool(2, name="pool2")(x)
+        x = feats["conv3"] = nn.relu(conv(w3, 3, name="conv3")(x))
+        x = Flatten(name="flatten")(x)
+        x = feats["dense1"] = nn.relu(dense(self.hidden, name="dense1")(x))
+        logits = dense(self.num_classes, name="logits")(x)
+        return output(logits, feats, return_features)
+
+
+def _three(widths: Sequence[int], model: str) -> tuple[int, int, int]:
+    items = check_positive_ints(widths, "widths", model)
+    if len(items) != 3:
+        raise ValueError(f"{model}: widths must have 3 entries; got {widths!r}")
+    return items  # type: ignore[return-value]
+
+
+@register("lenet5")
+class LeNet5(nn.Module):
+    """LeNet-5 in its modern form: Conv 6 5x5, pool 2, Conv 16 5x5, pool 2, Dense 120, 84,
+    `num_classes`; valid padding, `act` (ReLU) and `pool` ("max" or "avg", LeCun's
+    subsampling was an average). 61,706 parameters on 32x32x1. Needs inputs of at least 16x16.
+    Features: conv1, pool1, conv2, pool2, dense1, dense2.
+    """
+
+    num_classes: int = 10
+    pool: str = "max"
+    act: Any = nn.relu
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    axis_name: str | None = None  # unused (no batch norm); kept so every model clones alike
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False, return_features: bool = False):
+        check_input(x, "lenet5", 2)
+        if self.pool not in ("max", "avg"):
+            raise ValueError(f"lenet5: pool must be 'max' or 'avg'; got {self.pool!r}")
+        require_min_size(x, "lenet5", 16, "two valid 5x5 convs and two 2x2 pools")
+        pool = MaxPool if self.pool == "max" else AvgPool
+        conv = conv_factory(self.dtype, self.param_dtype)
+        dense = dense_factory(self.dtype, self.param_dtype)
+        feats: dict[str, jnp.ndarray] = {}
+        x = feats["conv1"] = self.act(conv(6, 5, name="conv1")(x))
+        x = feats["pool1"] = pool(2, name="pool1")(x)
+        x = feats["conv2"] = self.act(conv(16, 5, name="conv2")(x))
+        x = feats["pool2"] = pool(2, name="pool2")(x)
+        x = Flatten(name="flatten")(x)
+        x = feats["dense1"] = self.act(dense(120, name="dense1")(x))
+        x = feats["dense2"] = self.act(dense(84, name="dense2")(x))
+        logits = dense(self.num_classes, name="logits")(x)
+        return output(logits, feats, return_features)
+
+
+class ConvNet(nn.Module):
+    """Plain CNN in `spatial_dims` (1, 2 or 3) dims: per width, conv (`kernel_size`, same
+    size) -> norm -> ReLU, then a 2x max pool after every stage but the last; global average
+    pool, dropout, Dense `num_classes`. Inputs need at least `2**(len(widths) - 1)` samples
+    per spatial dim. Features: stage1..stageN, pool.
+    """
+
+    num_classes: int = 10
+    spatial_dims: int = 2
+    widths: Sequence[int] = (32, 64, 128)
+    kernel_size: int = 3
+    norm: str = "batch"
+    num_groups: int = 8
+    dropout: float = 0.0
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, *, train: bool = False, return_features: bool = False):
+        model = f"cnn{self.spatial_dims}d"
+        if self.spatial_dims not in (1, 2, 3):
+            raise ValueError(f"convnet: spatial_dims must be 1, 2 or 3; got {self.spatial_dims!r}")
+        check_input(x, model, self.spatial_dims)
+        widths = check_positive_ints(self.widths, "widths", model)
+        rate = check_rate(self.dropout, "dropout", model)
+        require_min_size(x, model, 2 ** (len(widths) - 1), f"{len(widths) - 1} 2x max pools")
+        norm = make_norm(
+            self.norm,
+            train=train,
+            axis_name=self.axis_name,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            num_groups=self.num_groups,
+            spatial_dims=self.spatial_dims,
+        )
+        conv = conv_factory(self.dtype, self.param_dtype)
+        feats: dict[str, jnp.ndarray] = {}
+        for i, width in enumerate(widths):
+            last = i == len(widths) - 1
+            x = ConvNormAct(
+                width,
+                self.kernel_size,
+                conv=conv,
+                norm=norm,
+                pool=None if last else 2,
+                name=f"stage{i + 1}",
+            )(x)
+            feats[f"stage{i + 1}"] = x
+        x = feats["pool"] = GlobalAvgPool(name="global_pool")(x)
+        x = Dropout(rate, name="dropout")(x, train=train)
+        logits = dense_factory(self.dtype, self.param_dtype)(self.num_classes, name="logits")(x)
+        return output(logits, feats, return_features)
+
+
+register("cnn1d")(functools.partial(ConvNet, spatial_dims=1, kernel_size=7, num_classes=5))
+register("cnn2d")(functools.partial(ConvNet, spatial_dims=2))
+register("cnn3d")(functools.partial(ConvNet, spatial_dims=3, widths=(16, 32, 64)))
