@@ -1,0 +1,36 @@
+"""Model zoo: Linen classifiers and U-Net, a registry, and `summary`.
+
+    >>> import cnnjax.models as models
+    >>> model = models.create("resnet18", num_classes=10, stem="cifar")
+    >>> print(models.summary(model, (1, 32, 32, 3)))
+
+Every model: `model.apply(variables, x, train=False, return_features=False)` on channels-last
+float inputs returns logits, or `(logits, features)` (a dict name -> feature map, in order)
+with `return_features=True`. Dropout draws from the "dropout" rng stream; batch statistics
+live in "batch_stats" (apply with `mutable=["batch_stats"]` when `train=True`). Fields
+`dtype` (computation), `param_dtype` (parameters, float32) and `axis_name` (device axis of
+synchronised batch norm) are common to all models.
+"""
+
+from cnnjax.models.registry import create, get_factory, list_models, model_options, register
+from cnnjax.models.resnet import ResNet
+from cnnjax.models.simple import ConvNet, LeNet5, SimpleCNN
+from cnnjax.models.unet import UNet, unet_output_size
+from cnnjax.models.vgg import VGG, VGG_CONFIGS, AlexNet
+
+__all__ = [
+    "VGG",
+    "VGG_CONFIGS",
+    "AlexNet",
+    "ConvNet",
+    "LeNet5",
+    "ResNet",
+    "SimpleCNN",
+    "UNet",
+    "create",
+    "get_factory",
+    "list_models",
+    "model_options",
+    "register",
+    "unet_output_size",
+]
