@@ -15,6 +15,7 @@ synchronised batch norm) are common to all models.
 from cnnjax.models.registry import create, get_factory, list_models, model_options, register
 from cnnjax.models.resnet import ResNet
 from cnnjax.models.simple import ConvNet, LeNet5, SimpleCNN
+from cnnjax.models.summary import ModelSummary, SummaryRow, summary
 from cnnjax.models.unet import UNet, unet_output_size
 from cnnjax.models.vgg import VGG, VGG_CONFIGS, AlexNet
 
@@ -24,13 +25,16 @@ __all__ = [
     "AlexNet",
     "ConvNet",
     "LeNet5",
+    "ModelSummary",
     "ResNet",
     "SimpleCNN",
+    "SummaryRow",
     "UNet",
     "create",
     "get_factory",
     "list_models",
     "model_options",
     "register",
+    "summary",
     "unet_output_size",
 ]
