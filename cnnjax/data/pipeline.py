@@ -234,6 +234,15 @@ def _process_layout(
     return process_index, process_count, batch_size // process_count
 
 
+def _ensure_absl_flags_parsed() -> None:
+    """Grain 0.2.18's worker processes read an absl flag, which raises outside `absl.app`
+    (google/grain#1355, fixed upstream later): mark unparsed flags as parsed (their defaults)."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
 def make_pipeline(
     source: Any,
     *,
@@ -330,6 +339,7 @@ def make_pipeline(
         grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_buffer_size)
     )
     if worker_count > 0:
+        _ensure_absl_flags_parsed()
         iter_ds = iter_ds.mp_prefetch(
             grain.MultiprocessingOptions(
                 num_workers=worker_count, per_worker_buffer_size=worker_buffer_size

@@ -89,14 +89,15 @@ def shape_mask(shape: Shape, height: int, width: int) -> np.ndarray:
 
 
 def _contrasting_color(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
-    """A colour that differs from `background` by 0.3..0.7 in every channel, inside 0..1."""
+    """A colour inside 0..1 that differs from `background` by 0.3..0.7 in every channel
+    (by as much as the room allows, at least 0.5, where 0.7 does not fit on either side)."""
     delta = rng.uniform(0.3, 0.7, background.shape)
-    up = background + delta
-    down = background - delta
-    prefer_up = rng.random(background.shape) < 0.5
-    color = np.where(prefer_up, up, down)
-    color = np.where(color > 1.0, down, color)
-    return np.where(color < 0.0, up, color)
+    coin = rng.random(background.shape) < 0.5
+    room_up, room_down = 1.0 - background, background
+    up_ok, down_ok = room_up >= delta, room_down >= delta
+    go_up = np.where(up_ok & down_ok, coin, up_ok | (~down_ok & (room_up > room_down)))
+    delta = np.where(up_ok | down_ok, delta, np.maximum(room_up, room_down))
+    return np.where(go_up, background + delta, background - delta)
 
 
 def sample_scene(

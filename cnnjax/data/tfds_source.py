@@ -10,7 +10,6 @@ Data sets prepared in the default TFRecord format cannot be read randomly: rebui
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Any
 
@@ -74,21 +73,18 @@ class TfdsSource:
     ) -> None:
         tfds = _tfds()
         builder_name = name.split(":")[0]
-        if builder_name not in catalog():
+        dir_arg = None if data_dir is None else os.fspath(data_dir)
+        try:
+            builder = tfds.builder(name, data_dir=dir_arg)
+        except tfds.core.registered.DatasetNotFoundError as error:
             raise ValueError(
                 f"name='tfds:{name}': {builder_name!r} is not in the TFDS catalog "
-                "(see tfds.list_builders())"
-            )
+                "(see https://www.tensorflow.org/datasets/catalog)"
+            ) from error
         try:
-            builder = tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
             splits = tuple(builder.info.splits.keys())
             tfds_split = _tfds_split(split, splits)
-            self._data = tfds.data_source(
-                name,
-                split=tfds_split,
-                data_dir=None if data_dir is None else os.fspath(data_dir),
-                download=False,
-            )
+            self._data = tfds.data_source(name, split=tfds_split, data_dir=dir_arg, download=False)
         except ValueError:
             raise
         except Exception as error:
@@ -163,9 +159,3 @@ class TfdsSource:
 
     def __repr__(self) -> str:
         return f"TfdsSource(name={self.info.name!r}, num_records={len(self)})"
-
-
-@functools.cache
-def catalog() -> frozenset[str]:
-    """Names of the TFDS catalog's builders."""
-    return frozenset(_tfds().list_builders())
