@@ -336,6 +336,13 @@ class Affine(Op):
         return out
 
 
+def _apply_lut(image: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Map uint8 pixels through a 256-entry table of float values (rounded, clipped to uint8):
+    one table lookup instead of float arithmetic on every pixel."""
+    lut = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    return np.take(lut, image)
+
+
 @dataclasses.dataclass(frozen=True)
 class Brightness(Op):
     """Add a uniform random offset in +-`max_delta` (0..1 scale) to every pixel."""
@@ -343,17 +350,22 @@ class Brightness(Op):
     max_delta: float = 0.2
     name: ClassVar[str] = "brightness"
 
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_delta <= 1:
+            raise ValueError(f"max_delta={self.max_delta}: expected in [0, 1]")
+
     def __call__(self, record: Record, rng: np.random.Generator, train: bool) -> Record:
         delta = rng.uniform(-self.max_delta, self.max_delta)
         if not train:
             return record
-        image = _check_image(record, self.name).astype(np.float32) + 255.0 * delta
-        return {**record, "image": np.clip(np.rint(image), 0, 255).astype(np.uint8)}
+        image = _check_image(record, self.name)
+        return {**record, "image": _apply_lut(image, np.arange(256.0) + 255.0 * delta)}
 
 
 @dataclasses.dataclass(frozen=True)
 class Contrast(Op):
-    """Scale deviations from the image's mean by a factor uniform in [lower, upper]."""
+    """Scale deviations from the image's mean value (over pixels and channels, as
+    torchvision's adjust_contrast uses one grey mean) by a factor uniform in [lower, upper]."""
 
     lower: float = 0.8
     upper: float = 1.2
@@ -369,10 +381,9 @@ class Contrast(Op):
         factor = rng.uniform(self.lower, self.upper)
         if not train:
             return record
-        image = _check_image(record, self.name).astype(np.float32)
-        mean = image.mean(axis=(0, 1), keepdims=True)
-        image = (image - mean) * factor + mean
-        return {**record, "image": np.clip(np.rint(image), 0, 255).astype(np.uint8)}
+        image = _check_image(record, self.name)
+        mean = float(image.mean())
+        return {**record, "image": _apply_lut(image, (np.arange(256.0) - mean) * factor + mean)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,8 @@ and `to_global(batch, mesh)` to place a process-local batch onto a device mesh.
 Order of a training stream (all index arithmetic on a `grain.MapDataset`, so element k of
 the stream is a pure function of (seed, k)):
 
-1. `shuffle(seed)` then `repeat(num_epochs)`: epoch e is a fresh permutation of the source.
+1. Epoch e is a fresh permutation of the source drawn from (seed, e); `num_epochs` epochs
+   or forever.
 2. Each epoch keeps its first `steps_per_epoch * batch_size` examples (the last partial
    global batch of every epoch is dropped), so global batch s holds examples
    s*B .. s*B + B - 1 of the stream and epoch boundaries fall between batches.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -41,18 +43,6 @@ _INFINITE = sys.maxsize // 4
 def _derive_seed(seed: int, *purpose: int) -> int:
     """A 32-bit seed for one purpose (shuffle, augment, mix) derived from the run's seed."""
     return int(np.random.SeedSequence([seed, *purpose]).generate_state(1)[0])
-
-
-@dataclasses.dataclass(frozen=True)
-class _EpochBatches:
-    """Stream position k -> index into the repeated dataset, dropping each epoch's tail."""
-
-    epoch_length: int  # records per epoch in the source
-    kept: int  # steps_per_epoch * global batch size
-
-    def __call__(self, k: int) -> int:
-        epoch, offset = divmod(k, self.kept)
-        return epoch * self.epoch_length + offset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,21 +109,70 @@ class _PaddedSource(grain.MapDataset):
         return f"_PaddedSource(length={self._length})"
 
 
+class _ShuffledEpochs(grain.MapDataset):
+    """The training stream: position k -> record perm_e[k mod kept], e = k // kept, where
+    perm_e = default_rng([seed, e]).permutation(n) and kept = steps_per_epoch * batch_size
+    (the tail of each epoch's permutation is dropped).
+
+    One NumPy permutation per epoch (cached for the two latest epochs) instead of Grain's
+    per-element index_shuffle, measured at 12 us per element for n = 60000 and 150 us for
+    n = 256 with grain 0.2.18, against about 1 us here.
+    """
+
+    def __init__(self, parent: grain.MapDataset, length: int, kept: int, seed: int) -> None:
+        super().__init__(parent)
+        self._length, self._kept, self._seed = length, kept, seed
+        self._num_records = len(parent)
+        self._cache: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return self._length
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        with self._lock:
+            perm = self._cache.get(epoch)
+            if perm is None:
+                rng = np.random.default_rng([self._seed, epoch])
+                perm = rng.permutation(self._num_records)
+                self._cache = {e: p for e, p in self._cache.items() if e >= epoch - 1}
+                self._cache[epoch] = perm
+            return perm
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        epoch, offset = divmod(index, self._kept)
+        return self._parent[int(self.permutation(epoch)[offset])]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_cache"], state["_lock"] = {}, None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def __str__(self) -> str:
+        return f"_ShuffledEpochs(length={self._length}, kept={self._kept})"
+
+
 @dataclasses.dataclass(frozen=True)
 class _Preprocess:
     """Per-example: augmentation ops, then dtype conversion and normalisation."""
 
     ops: tuple[augment_lib.Op, ...]
     train: bool
-    mean: np.ndarray
-    std: np.ndarray
-    normalize: bool
+    scale: np.ndarray  # per channel: 1 / (255 std), or 1 / 255 without normalisation
+    offset: np.ndarray  # per channel: -mean / std, or 0
 
     def __call__(self, record: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
         record = augment_lib.apply_ops(self.ops, dict(record), rng, self.train)
-        image = np.asarray(record["image"], np.float32) * np.float32(1.0 / 255.0)
-        if self.normalize:
-            image = (image - self.mean) / self.std
+        # (x / 255 - mean) / std as one multiply-add, in place on the float copy
+        image = np.asarray(record["image"]).astype(np.float32)
+        np.multiply(image, self.scale, out=image)
+        np.add(image, self.offset, out=image)
         out: dict[str, Any] = {"image": image}
         if "label" in record:
             out["label"] = np.int32(record["label"])
@@ -300,12 +339,13 @@ def make_pipeline(
         batch_size, process_index, process_count
     )
     example_ops, batch_ops = augment_lib.build_ops(augment, info)
+    mean = np.asarray(info.mean, np.float64) if normalize else np.zeros(len(info.mean))
+    std = np.asarray(info.std, np.float64) if normalize else np.ones(len(info.std))
     preprocess = _Preprocess(
         tuple(example_ops),
         train,
-        np.asarray(info.mean, np.float32),
-        np.asarray(info.std, np.float32),
-        normalize,
+        (1.0 / (255.0 * std)).astype(np.float32),
+        (-mean / std).astype(np.float32),
     )
 
     ds = grain.MapDataset.source(source)
@@ -317,9 +357,8 @@ def make_pipeline(
                 "no full batch per epoch"
             )
         kept = steps_per_epoch * batch_size
-        ds = ds.shuffle(seed=_derive_seed(seed, 0)).repeat(num_epochs)
         length = _INFINITE // kept * kept if num_epochs is None else num_epochs * kept
-        ds = _IndexMapDataset(ds, length, _EpochBatches(n, kept))
+        ds = _ShuffledEpochs(ds, length, kept, _derive_seed(seed, 0))
         num_batches = None if num_epochs is None else num_epochs * steps_per_epoch
     else:
         steps_per_epoch = -(-n // batch_size)
