@@ -151,13 +151,16 @@ class CenterCrop(Op):
 class RandomCrop(Op):
     """Pad by `padding` pixels on every side, then crop `size` (default: the input size) at a
     uniformly random position. `pad_mode` "constant" (image `fill`, mask `mask_fill`),
-    "reflect" or "edge". Eval: centre crop of `size` without padding."""
+    "reflect" or "edge". Eval: centre crop of `size` without padding, or the whole image with
+    `eval_crop=False` (e.g. a fully convolutional U-Net trained on tiles, evaluated on full
+    images)."""
 
     size: int | tuple[int, int] | None = None
     padding: int = 0
     pad_mode: str = "constant"
     fill: int = 0
     mask_fill: int = 0
+    eval_crop: bool = True
     name: ClassVar[str] = "random_crop"
 
     def __post_init__(self) -> None:
@@ -172,7 +175,7 @@ class RandomCrop(Op):
         h, w = _check_image(record, self.name).shape[:2]
         height, width = (h, w) if self.size is None else _size_pair(self.size, "size")
         if not train:
-            if (height, width) == (h, w):
+            if (height, width) == (h, w) or not self.eval_crop:
                 return record
             top, left = _center_offsets(h, w, height, width, self.name)
             return _crop(record, top, left, height, width)

@@ -138,6 +138,8 @@ def test_random_crop_is_a_window_of_the_padded_image():
     assert {(0, 0), (4, 4)} <= offsets  # both extremes are reachable
     centre = RandomCrop(size=4, padding=2)({"image": image}, rng(0), False)["image"]
     np.testing.assert_array_equal(centre, image[2:6, 2:6])
+    whole = RandomCrop(size=4, eval_crop=False)({"image": image}, rng(0), False)["image"]
+    assert whole is image
 
 
 def test_random_resized_crop_full_box_is_resize_and_eval_is_centre_crop():

@@ -148,6 +148,18 @@ def test_process_sharding_partitions_every_epoch(train):
         assert len(seen) == expected == len(set(seen))  # no overlap, no loss
 
 
+def test_augmentation_does_not_depend_on_process_count():
+    source = get_source("shapes_seg", "train", num_examples=20, image_size=12)
+    common = dict(batch_size=8, seed=9, train=True, augment="segmentation|brightness")
+    whole = take(make_pipeline(source, process_index=0, process_count=1, **common), 5)
+    parts = [take(make_pipeline(source, process_index=p, process_count=4, **common), 5)
+             for p in range(4)]
+    for step in range(5):
+        for key in ("image", "mask", "valid"):
+            joined = np.concatenate([parts[p][step][key] for p in range(4)])
+            np.testing.assert_array_equal(joined, whole[step][key])
+
+
 def test_results_do_not_depend_on_threads():
     source = get_source("shapes", "train", num_examples=24, image_size=12)
     kwargs = dict(batch_size=4, seed=2, train=True, augment="crop_flip|contrast")
