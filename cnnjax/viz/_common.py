@@ -83,7 +83,7 @@ def annotate_cells(
     colour map (low values when `dark_low`, as in "gray"; high values otherwise, as in "Blues")."""
     if fmt is None:
         integral = np.all(np.isfinite(values)) and np.allclose(values, np.round(values))
-        fmt = "{:.0f}" if integral else "{:.2g}"
+        fmt = "{:.0f}" if integral else "{:.3g}"
     finite = values[np.isfinite(values)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     mid = (lo + hi) / 2

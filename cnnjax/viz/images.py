@@ -28,6 +28,7 @@ def plot_images(
     annotate: bool = False,
     vmin: float | None = None,
     vmax: float | None = None,
+    symmetric: bool = False,
     cell_inches: float = 1.2,
     suptitle: str | None = None,
     path: PathLike | None = None,
@@ -35,38 +36,32 @@ def plot_images(
     """A grid of images, one axes each (exactly ``len(images)`` axes).
 
     images: ``(N, H, W)`` grayscale, ``(N, H, W, 1)`` or ``(N, H, W, 3)`` RGB (floats in
-        [0, 1] or uint8 for RGB), or one ``(H, W)`` array. A 1D signal can be shown as
-        ``x[None]`` (one row).
+        [0, 1] or uint8 for RGB), one ``(H, W)`` array, or a list of ``(H, W[, C])`` arrays
+        of different sizes (e.g. an image, a filter and its response). A 1D signal can be
+        shown as ``x[None]`` (one row).
     titles: one string per image. annotate: write each value in its cell (small arrays, e.g.
         the 6x6 worked examples). vmin/vmax: shared colour limits of grayscale images
-        (default: each image its own range). Returns the Figure; saves a PNG when `path`.
+        (default: each image its own range). symmetric: each image's limits are
+        ``[-max|x|, max|x|]`` so that 0 is the middle colour (signed responses, "RdBu_r"). Returns the Figure; saves a PNG when `path`.
     """
-    arr = as_numpy(images, "images")
-    check_ndim(arr, "images", (2, 3, 4), "(N, H, W), (N, H, W, 1 or 3) or (H, W)")
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim == 4:
-        if arr.shape[-1] == 1:
-            arr = arr[..., 0]
-        elif arr.shape[-1] != 3:
-            raise ValueError(
-                f"images with a channel axis must have 1 or 3 channels, got shape {arr.shape}"
-            )
-    n = arr.shape[0]
-    if n == 0:
-        raise ValueError(f"images must contain at least one image, got shape {arr.shape}")
+    imgs = _image_list(images)
+    n = len(imgs)
     if titles is not None and len(titles) != n:
         raise ValueError(f"titles must have one entry per image ({n}), got {len(titles)}")
     ncols = check_positive_int(ncols, "ncols")
     if annotate:  # room for the numbers: about 0.4 inch per cell
-        cell_inches = max(cell_inches, 0.4 * max(arr.shape[1], arr.shape[2]))
+        cell_inches = max(cell_inches, 0.4 * max(max(img.shape[:2]) for img in imgs))
     fig, axes = grid_figure(n, ncols, cell_inches)
     for i, ax in enumerate(axes):
-        img = arr[i]
+        img = imgs[i]
         if img.ndim == 3:
             ax.imshow(img)
         else:
-            ax.imshow(img, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+            lo, hi = vmin, vmax
+            if symmetric:
+                hi = float(np.max(np.abs(img))) or 1.0
+                lo = -hi
+            ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
             if annotate:
                 annotate_cells(ax, img.astype(float))
         if titles is not None:
@@ -74,6 +69,38 @@ def plot_images(
     if suptitle:
         fig.suptitle(suptitle)
     return finish(fig, path)
+
+
+def _image_list(images: Any) -> list[np.ndarray]:
+    """Every accepted spelling of `images` as a list of ``(H, W)`` or ``(H, W, 3)`` arrays."""
+    if isinstance(images, list | tuple) and (not images or np.ndim(images[0]) >= 2):
+        if not images:
+            raise ValueError("images must contain at least one image, got an empty list")
+        imgs = []
+        for i, item in enumerate(images):
+            img = as_numpy(item, f"images[{i}]")
+            check_ndim(img, f"images[{i}]", (2, 3), "(H, W) or (H, W, 1 or 3)")
+            imgs.append(_squeeze_channels(img, f"images[{i}]"))
+        return imgs
+    arr = as_numpy(images, "images")
+    check_ndim(arr, "images", (2, 3, 4), "(N, H, W), (N, H, W, 1 or 3) or (H, W)")
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.shape[0] == 0:
+        raise ValueError(f"images must contain at least one image, got shape {arr.shape}")
+    return [_squeeze_channels(a, "images") for a in arr]
+
+
+def _squeeze_channels(img: np.ndarray, name: str) -> np.ndarray:
+    if img.ndim == 3:
+        if img.shape[-1] == 1:
+            return img[..., 0]
+        if img.shape[-1] != 3:
+            raise ValueError(
+                f"{name}: images with a channel axis must have 1 or 3 channels, "
+                f"got shape {img.shape}"
+            )
+    return img
 
 
 def plot_filters(

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from cnnjax.ops.arithmetic import LayerSpec, receptive_field
+from cnnjax.ops import LayerSpec, receptive_field
 from cnnjax.viz._common import PathLike, finish
 
 Layer = LayerSpec | tuple[int, ...] | int

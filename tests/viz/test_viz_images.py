@@ -123,3 +123,14 @@ def test_plot_feature_maps_errors():
         plot_feature_maps(np.zeros((2, 3, 3, 1)), index=5)
     with pytest.raises(TypeError, match="features must be an array"):
         plot_feature_maps("conv1")
+
+
+def test_plot_images_takes_a_list_of_different_sizes():
+    image, kernel = np.arange(36.0).reshape(6, 6), np.ones((3, 3))
+    fig = plot_images([image, kernel, [[1.0, 2.0]]], annotate=True)
+    assert [(_shown(ax).shape) for ax in fig.axes] == [(6, 6), (3, 3), (1, 2)]
+    # a nested list of numbers is one image, not a list of images
+    (ax,) = plot_images([[1.0, 2.0], [3.0, 4.0]]).axes
+    np.testing.assert_array_equal(_shown(ax), [[1, 2], [3, 4]])
+    with pytest.raises(ValueError, match=r"images\[1\] must have shape"):
+        plot_images([image, np.ones((2, 2, 2, 2))])
