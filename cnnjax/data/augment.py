@@ -56,6 +56,10 @@ def _check_image(record: Record, op: str) -> np.ndarray:
             f"{op}: image has shape {image.shape} and dtype {image.dtype}; expected uint8 "
             "(H, W, C) (geometric and photometric ops are for 2D images)"
         )
+    if "mask" in record and record["mask"].shape != image.shape[:2]:
+        raise ValueError(
+            f"{op}: mask shape {record['mask'].shape} differs from the image's {image.shape[:2]}"
+        )
     return image
 
 

@@ -52,6 +52,8 @@ class TfdsSource:
       data_dir: the TFDS data directory (default: TFDS's own, `TFDS_DATA_DIR`).
       image_key, label_key, mask_key: feature names to read; a `mask_key` (e.g.
         "segmentation_mask") makes it a segmentation source.
+      mask_offset: subtracted from every mask value (e.g. 1 for oxford_iiit_pet's trimap
+        1, 2, 3 -> 0, 1, 2).
       num_classes: number of mask values for segmentation (the label feature's for
         classification is read from the metadata).
       mean, std: per-channel statistics on the 0..1 scale; default: estimated from up to
@@ -67,6 +69,7 @@ class TfdsSource:
         image_key: str = "image",
         label_key: str = "label",
         mask_key: str | None = None,
+        mask_offset: int = 0,
         num_classes: int | None = None,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
@@ -93,13 +96,14 @@ class TfdsSource:
                 f"in data_dir={data_dir!r}: {type(error).__name__}: {str(error)[:300]}. "
                 + PREPARE_HINT.format(name=builder_name)
             ) from error
-        features = self._data.dataset_info.features
+        features = builder.info.features
         for key in (image_key, mask_key if mask_key else label_key):
             if key not in features:
                 raise ValueError(
                     f"TFDS data set {name!r} has no feature {key!r}; it has {sorted(features)}"
                 )
         self._image_key, self._label_key, self._mask_key = image_key, label_key, mask_key
+        self._mask_offset = int(mask_offset)
         image_shape = tuple(features[image_key].shape)
         if mask_key is None:
             label = features[label_key]
@@ -152,9 +156,17 @@ class TfdsSource:
             image = image[..., None]
         if self._mask_key is None:
             return {"image": image, "label": np.int64(raw[self._label_key])}
-        mask = np.asarray(raw[self._mask_key], dtype=np.uint8)
+        mask = np.asarray(raw[self._mask_key])
         if mask.ndim == 3:
             mask = mask[..., 0]
+        if self._mask_offset:
+            mask = mask.astype(np.int64) - self._mask_offset
+        if mask.min(initial=0) < 0 or mask.max(initial=0) > 255:
+            raise ValueError(
+                f"record {index}: mask values {mask.min()}..{mask.max()} (after "
+                f"mask_offset={self._mask_offset}) do not fit uint8 0..255"
+            )
+        mask = mask.astype(np.uint8)
         return {"image": image, "mask": mask}
 
     def __repr__(self) -> str:

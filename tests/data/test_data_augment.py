@@ -234,3 +234,9 @@ def test_spec_forms_are_equivalent_and_errors_are_clear():
         parse_spec(3)
     with pytest.raises(ValueError, match="2D images"):
         RandomCrop(padding=1)({"image": np.zeros((10, 1), np.uint8)}, rng(0), True)
+
+
+def test_mask_of_another_size_is_rejected():
+    record = {"image": np.zeros((8, 8, 1), np.uint8), "mask": np.zeros((8, 6), np.uint8)}
+    with pytest.raises(ValueError, match=r"mask shape \(8, 6\) differs"):
+        RandomCrop(padding=1)(record, rng(0), True)

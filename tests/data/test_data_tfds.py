@@ -35,3 +35,35 @@ def test_tfds_unknown_name_and_unprepared_data(tmp_path):
         get_source("tfds:no_such_dataset_xyz", "train")
     with pytest.raises(FileNotFoundError, match=r"tfds build mnist --file_format=array_record"):
         get_source("tfds:mnist", "train", tmp_path)
+
+
+def _pets(builder, split, **kwargs):
+    """Aligned fake oxford_iiit_pet records: trimap 1 inside a square, 2 outside."""
+    del builder, split, kwargs
+    records = []
+    for i in range(6):
+        size = 20 + 4 * i
+        mask = np.full((size, size + 3, 1), 2, np.int64)
+        mask[4:12, 5:15] = 1
+        image = np.where(mask == 1, 200, 30).repeat(3, axis=-1).astype(np.uint8)
+        records.append({"image": image, "segmentation_mask": mask, "label": i % 3})
+    return records
+
+
+def test_tfds_segmentation_with_mask_offset_and_resize():
+    with tfds.testing.mock_data(as_data_source_fn=_pets):
+        source = get_source("tfds:oxford_iiit_pet", "train", mask_key="segmentation_mask",
+                            mask_offset=1, num_classes=3)
+        assert source.info.task == "segmentation" and source.info.num_classes == 3
+        record = source[2]
+        assert record["mask"].shape == (28, 31) and set(np.unique(record["mask"])) == {0, 1}
+        batches = list(make_pipeline(source, batch_size=3, seed=0, train=False,
+                                     augment="resize(size=16, interpolation='nearest')"))
+        assert len(batches) == 2
+        for batch in batches:
+            assert batch["image"].shape == (3, 16, 16, 3) and batch["mask"].shape == (3, 16, 16)
+            # image and mask stay aligned: bright pixels are exactly the pet (mask 0)
+            np.testing.assert_array_equal(batch["image"][..., 0] > 0, batch["mask"] == 0)
+    with tfds.testing.mock_data(as_data_source_fn=_pets):
+        with pytest.raises(ValueError, match="num_classes=None"):
+            get_source("tfds:oxford_iiit_pet", "train", mask_key="segmentation_mask")
