@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -84,5 +85,9 @@ def check_rate(rate: Any, name: str, model: str) -> float:
 
 
 def output(logits: jnp.ndarray, features: dict[str, jnp.ndarray], return_features: bool):
-    """`logits`, or `(logits, features)` when `return_features`."""
-    return (logits, features) if return_features else logits
+    """`logits`, or `(logits, features)` when `return_features`.
+
+    Features are an `OrderedDict` (input to output order): JAX keeps an OrderedDict's order
+    through jit and tree maps, whereas it sorts the keys of a plain dict.
+    """
+    return (logits, collections.OrderedDict(features)) if return_features else logits
