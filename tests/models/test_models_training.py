@@ -153,3 +153,34 @@ def test_summary_of_a_big_model_is_shape_only():
     assert s.rows[-1].path == ("head",) and s.rows[-1].output_shape == (1, 1000)
     with pytest.raises(ValueError, match="input_shape"):
         models.summary(models.create("vgg16"), (1, 0, 3))
+
+
+def test_model_with_axis_name_under_shard_map_equals_global_batch():
+    """`model.clone(axis_name="data")` inside shard_map over 8 devices: logits and running
+    statistics equal the unsharded model on the whole batch (synchronised batch norm)."""
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    n_dev = 8
+    model = models.create("resnet_tiny")
+    x = jax.random.normal(jax.random.key(0), (2 * n_dev, 8, 8, 3)) + 0.5
+    variables = jax.jit(model.init)(jax.random.key(1), x)
+    ref, ref_updates = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(
+        variables, x
+    )
+    synced = model.clone(axis_name="data")
+    mesh = jax.make_mesh((n_dev,), ("data",))
+
+    @functools.partial(
+        jax.shard_map, mesh=mesh, in_specs=(P(), P("data")), out_specs=(P("data"), P())
+    )
+    def sharded(v, xs):
+        return synced.apply(v, xs, train=True, mutable=["batch_stats"])
+
+    out, updates = jax.jit(sharded)(
+        jax.device_put(variables, NamedSharding(mesh, P())),
+        jax.device_put(x, NamedSharding(mesh, P("data"))),
+    )
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(updates), jax.tree.leaves(ref_updates), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
