@@ -5,9 +5,10 @@
     >>> print(models.summary(model, (1, 32, 32, 3)))
 
 Every model: `model.apply(variables, x, train=False, return_features=False)` on channels-last
-float inputs returns logits, or `(logits, features)` (an OrderedDict name -> feature map, input to output)
-with `return_features=True`. Dropout draws from the "dropout" rng stream; batch statistics
-live in "batch_stats" (apply with `mutable=["batch_stats"]` when `train=True`). Fields
+float inputs returns logits, or `(logits, features)` with `return_features=True`
+(features: an OrderedDict name -> feature map, from input to output). Dropout draws from
+the "dropout" rng stream; batch statistics live in "batch_stats" (apply with
+`mutable=["batch_stats"]` when `train=True`). Fields
 `dtype` (computation), `param_dtype` (parameters, float32) and `axis_name` (device axis of
 synchronised batch norm) are common to all models.
 """
