@@ -112,11 +112,13 @@ def _window_config(pool: _Pool) -> dict[str, Any]:
     }
 
 
-def _lowest(dtype: jnp.dtype) -> jax.Array:
+def _lowest(dtype: jnp.dtype) -> np.ndarray:
+    # A NumPy (not jnp) init value: lax.reduce_window then lowers to the monoid form that
+    # JAX can differentiate under jit; a traced jnp init value cannot be linearized.
     if jnp.issubdtype(dtype, jnp.floating):
-        return jnp.array(-jnp.inf, dtype)
+        return np.array(-np.inf, dtype)
     if jnp.issubdtype(dtype, jnp.integer):
-        return jnp.array(jnp.iinfo(dtype).min, dtype)
+        return np.array(np.iinfo(dtype).min, dtype)
     raise TypeError(f"x must have a real (floating or integer) dtype, got {dtype}")
 
 
@@ -171,7 +173,7 @@ def _window_sum(x: jax.Array, pool: _Pool) -> jax.Array:
     x = x.astype(acc)
     if _is_tiling(pool):
         return _block_reduce(x, pool, jnp.sum)
-    return lax.reduce_window(x, jnp.array(0, acc), lax.add, **_window_config(pool))
+    return lax.reduce_window(x, np.array(0, acc), lax.add, **_window_config(pool))
 
 
 def _window_counts(
