@@ -10,21 +10,17 @@ import pytest
 
 import cnnjax.models as models
 
-_OPS_POOL_GRAD_BUG = pytest.mark.xfail(
-    raises=ValueError, strict=True, reason="ops: overlapping pooling not differentiable under jit"
-)
-
 CASES = [
     ("simple_cnn", {}, (8, 28, 28, 1)),
     ("lenet5", {}, (8, 32, 32, 1)),
     ("cnn1d", {}, (8, 128, 1)),
     ("cnn3d", {}, (4, 8, 8, 8, 1)),
     ("resnet18", dict(stem="cifar", num_classes=10), (4, 32, 32, 3)),
-    pytest.param("resnet50", {}, (2, 64, 64, 3), marks=_OPS_POOL_GRAD_BUG),
+    ("resnet50", {}, (2, 64, 64, 3)),
     ("unet", {}, (2, 32, 32, 1)),
     ("unet_original", {}, (1, 188, 188, 1)),
     ("vgg11_bn", dict(num_classes=10), (2, 32, 32, 3)),
-    pytest.param("alexnet", dict(num_classes=10), (2, 63, 63, 3), marks=_OPS_POOL_GRAD_BUG),
+    ("alexnet", dict(num_classes=10), (2, 63, 63, 3)),
 ]
 
 

@@ -51,23 +51,7 @@ def _loss_fn(model, params, extra, x, rng):
     return jnp.sum(out * weights), updates
 
 
-# cnnjax.ops pools with overlapping windows (3x3 stride 2) call lax.reduce_window with a
-# jnp.array init value, which jit + grad cannot linearize ("Linearization failed"): a bug to
-# fix in cnnjax/ops/pooling.py (NumPy/Python scalar init values fix it). Strict: once ops is
-# fixed these XPASS and fail, as a reminder to drop the mark.
-_OPS_POOL_GRAD_BUG = pytest.mark.xfail(
-    raises=ValueError, strict=True, reason="ops: overlapping pooling not differentiable under jit"
-)
-_OVERLAPPING_POOLS = {"alexnet_tiny", "resnet_tiny_imagenet_stem"}
-
-
-@pytest.mark.parametrize(
-    "key",
-    [
-        pytest.param(k, marks=_OPS_POOL_GRAD_BUG) if k in _OVERLAPPING_POOLS else k
-        for k in sorted(TINY)
-    ],
-)
+@pytest.mark.parametrize("key", sorted(TINY))
 def test_training_step_reaches_every_parameter(key):
     model, shape = _create(key)
     x = jax.random.normal(jax.random.key(0), shape)
