@@ -64,9 +64,15 @@ def grid_figure(
     return fig, axes
 
 
-def finish(fig: Figure, path: PathLike | None, dpi: int = 100) -> Figure:
-    """Tight layout, then save a PNG to `path` (parent folders created) when given."""
-    fig.tight_layout()
+def finish(
+    fig: Figure,
+    path: PathLike | None,
+    dpi: int = 100,
+    rect: tuple[float, float, float, float] = (0, 0, 1, 1),
+) -> Figure:
+    """Tight layout within `rect` (figure fraction), then save a PNG to `path` (parent
+    folders created) when given."""
+    fig.tight_layout(rect=rect)
     if path is not None:
         path = os.fspath(path)
         parent = os.path.dirname(path)

@@ -42,7 +42,8 @@ def plot_images(
     titles: one string per image. annotate: write each value in its cell (small arrays, e.g.
         the 6x6 worked examples). vmin/vmax: shared colour limits of grayscale images
         (default: each image its own range). symmetric: each image's limits are
-        ``[-max|x|, max|x|]`` so that 0 is the middle colour (signed responses, "RdBu_r"). Returns the Figure; saves a PNG when `path`.
+        ``[-max|x|, max|x|]`` so that 0 is the middle colour (signed responses, "RdBu_r").
+    Returns the Figure; saves a PNG when `path`.
     """
     imgs = _image_list(images)
     n = len(imgs)

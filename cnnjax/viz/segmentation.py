@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from cnnjax.viz._common import PathLike, as_numpy, check_positive_int, finish, grid_figure
 
@@ -30,6 +31,13 @@ def mask_overlay(
     if background is not None:
         rgba[mask == background, 3] = 0.0
     return rgba
+
+
+def luminance(image: np.ndarray) -> np.ndarray:
+    """Grey level of an ``(H, W, 3)`` RGB image (ITU-R BT.601 weights); ``(H, W)`` as is."""
+    if image.ndim == 2:
+        return image
+    return image[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
 
 
 def _labels(x: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -57,9 +65,10 @@ def plot_segmentation(
     *,
     num_classes: int | None = None,
     background: int | None = 0,
-    alpha: float = 0.45,
+    alpha: float = 0.55,
     max_rows: int = 4,
     row_titles: Sequence[str] | None = None,
+    class_names: Sequence[str] | None = None,
     path: PathLike | None = None,
 ) -> Figure:
     """One row per example: the image, the ground truth over it and the prediction over it.
@@ -68,8 +77,10 @@ def plot_segmentation(
         the batch axis (then masks is ``(H, W)``).
     masks, predictions: integer class ids ``(N, H, W)`` (or ``(N, H, W, 1)``); predictions
         optional (two columns then). Classes are drawn in tab10 colours with opacity
-        `alpha`, except `background` (transparent; None colours every class).
+        `alpha`, except `background` (transparent; None colours every class), over the
+        image in grey (the luminance of an RGB image) so that the class colours stand out.
     row_titles: one string per drawn row (e.g. per-image IoU), shown on the image column.
+    class_names: one name per class; adds a legend of the class colours.
     Axes: ``rows * columns`` with ``rows = min(N, max_rows)``.
     """
     img = as_numpy(images, "images")
@@ -99,6 +110,10 @@ def plot_segmentation(
     rows = min(shape[0], check_positive_int(max_rows, "max_rows"))
     if row_titles is not None and len(row_titles) < rows:
         raise ValueError(f"row_titles must have at least {rows} entries, got {len(row_titles)}")
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(
+            f"class_names must have num_classes={num_classes} entries, got {len(class_names)}"
+        )
     cols = 2 if p is None else 3
     fig, axes = grid_figure(rows * cols, cols, 2.2)
     column_names = ["image", "ground truth", "prediction"]
@@ -106,8 +121,8 @@ def plot_segmentation(
         base = img[r]
         for c in range(cols):
             ax = axes[r * cols + c]
-            if base.ndim == 2:
-                ax.imshow(base, cmap="gray", interpolation="nearest")
+            if base.ndim == 2 or c > 0:
+                ax.imshow(luminance(base), cmap="gray", interpolation="nearest")
             else:
                 ax.imshow(base)
             if c > 0:
@@ -117,4 +132,14 @@ def plot_segmentation(
                 ax.set_title(column_names[c], fontsize=10)
         if row_titles is not None:
             axes[r * cols].set_ylabel(row_titles[r], fontsize=8)
+    if class_names is not None:
+        colors = class_colors(num_classes)
+        handles = [
+            Patch(color=colors[k], label=str(class_names[k]))
+            for k in range(num_classes)
+            if k != background
+        ]
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8,
+                   frameon=False)
+        return finish(fig, path, rect=(0, 0.5 / fig.get_figheight(), 1, 1))
     return finish(fig, path)

@@ -5,6 +5,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from cnnjax.viz import class_colors, plot_confusion_matrix, plot_segmentation
+from cnnjax.viz.segmentation import luminance
 
 
 def test_confusion_matrix_image_equals_input(tmp_path):
@@ -82,3 +83,19 @@ def test_segmentation_errors():
         plot_segmentation(images, masks, preds, num_classes=2)
     with pytest.raises(TypeError, match="masks must hold integer class ids"):
         plot_segmentation(images, masks + 0.5)
+
+
+def test_segmentation_rgb_overlays_sit_on_grey_and_legend_names_classes():
+    rng = np.random.default_rng(2)
+    rgb = rng.random((2, 6, 6, 3))
+    masks = rng.integers(0, 3, (2, 6, 6))
+    fig = plot_segmentation(rgb, masks, masks, class_names=["bg", "cat", "dog"])
+    image_ax, gt_ax, _ = fig.axes[:3]
+    np.testing.assert_allclose(np.asarray(image_ax.get_images()[0].get_array()), rgb[0])
+    base = np.asarray(gt_ax.get_images()[0].get_array())
+    np.testing.assert_allclose(base, rgb[0] @ [0.299, 0.587, 0.114])
+    np.testing.assert_allclose(luminance(np.ones((2, 2, 3))), np.ones((2, 2)))
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["cat", "dog"]
+    with pytest.raises(ValueError, match="class_names must have num_classes=3"):
+        plot_segmentation(rgb, masks, class_names=["a"])
