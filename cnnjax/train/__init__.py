@@ -38,6 +38,7 @@ from cnnjax.train.state import TrainState, create_train_state, param_count
 from cnnjax.train.steps import (
     PRECISIONS,
     STRATEGIES,
+    dropout_key,
     make_eval_step,
     make_train_step,
     prepare_model,
@@ -70,6 +71,7 @@ __all__ = [
     "confusion_metrics",
     "create_train_state",
     "decay_mask",
+    "dropout_key",
     "finalize_pairs",
     "is_finite",
     "make_eval_step",

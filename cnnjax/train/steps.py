@@ -189,6 +189,18 @@ def _metrics(
     return out
 
 
+def dropout_key(rng: jax.Array, step: jax.Array, axis: str | None = None) -> jax.Array:
+    """The step's dropout key: `fold_in(rng, step)`, then the device index along `axis`.
+
+    Call with `axis` inside shard_map/pmap (per-device code): devices draw different
+    masks, and the same state and batch always give the same key.
+    """
+    key = jax.random.fold_in(rng, step)
+    if axis is not None:
+        key = jax.random.fold_in(key, lax.axis_index(axis))
+    return key
+
+
 def _all_finite(loss: jax.Array, grads: Any) -> jax.Array:
     ok = jnp.isfinite(loss)
     for g in jax.tree.leaves(grads):
@@ -211,9 +223,7 @@ def _train_body(
     _check_sync(model, state.model_state, axis)
     total = _reducer(axis)
     x = _images(batch, compute_dtype)
-    rng = jax.random.fold_in(state.rng, state.step)
-    if axis is not None:
-        rng = jax.random.fold_in(rng, lax.axis_index(axis))
+    rng = dropout_key(state.rng, state.step, axis)
 
     def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, dict[str, Any]]]:
         logits, new_model_state = _apply(model, params, state.model_state, x, train=True, rng=rng)
