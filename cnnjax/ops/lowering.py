@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 Pairs = tuple[tuple[int, int], ...]
@@ -157,7 +158,7 @@ def conv_transpose_kernel_eq_stride(
     )
     y = y.reshape(batch, *(s * kk for s, kk in zip(spatial, ks, strict=True)), g * sub_out)
     if any(lo or hi or op for (lo, hi), op in zip(spec.padding, spec.output_padding, strict=True)):
-        zero = jnp.zeros((), y.dtype)
+        zero = np.zeros((), y.dtype)  # a constant, not a tracer (see pooling._lowest)
         config = [(0, 0, 0)]
         config += [
             (-lo, op - hi, 0)

@@ -265,8 +265,10 @@ def test_conv_transpose_fast_path_equals_general_path(c):
     fast = lowering.conv_transpose_kernel_eq_stride(jnp.asarray(x), jnp.asarray(w), spec)
     general = lowering.conv_transpose_xla(jnp.asarray(x), jnp.asarray(w), spec)
     np.testing.assert_allclose(np.asarray(fast), np.asarray(general), rtol=RTOL, atol=ATOL)
-    g_fast = jax.grad(lambda w: (lowering.conv_transpose_kernel_eq_stride(x, w, spec) ** 2).sum())
-    g_gen = jax.grad(lambda w: (lowering.conv_transpose_xla(x, w, spec) ** 2).sum())
+    g_fast = jax.jit(
+        jax.grad(lambda w: (lowering.conv_transpose_kernel_eq_stride(x, w, spec) ** 2).sum())
+    )
+    g_gen = jax.jit(jax.grad(lambda w: (lowering.conv_transpose_xla(x, w, spec) ** 2).sum()))
     np.testing.assert_allclose(
         np.asarray(g_fast(jnp.asarray(w))), np.asarray(g_gen(jnp.asarray(w))), rtol=1e-3, atol=1e-3
     )
@@ -301,13 +303,14 @@ def test_jit_grad_vmap():
 
     jitted = jax.jit(f)(x[0], w)
     np.testing.assert_allclose(np.asarray(jitted), np.asarray(f(x[0], w)), rtol=1e-5, atol=1e-5)
-    batched = jax.vmap(f, in_axes=(0, None))(x, w)
+    batched = jax.jit(jax.vmap(f, in_axes=(0, None)))(x, w)
     np.testing.assert_allclose(np.asarray(batched[1]), np.asarray(f(x[1], w)), rtol=1e-5, atol=1e-5)
-    gx, gw = jax.grad(lambda x, w: (f(x, w) ** 2).sum(), argnums=(0, 1))(x[0], w)
+    gx, gw = jax.jit(jax.grad(lambda x, w: (f(x, w) ** 2).sum(), argnums=(0, 1)))(x[0], w)
     assert gx.shape == x[0].shape and gw.shape == w.shape
     eps = 1e-2
     dw = jnp.zeros_like(w).at[1, 2, 0, 3].set(eps)
-    numeric = ((f(x[0], w + dw) ** 2).sum() - (f(x[0], w - dw) ** 2).sum()) / (2 * eps)
+    loss = jax.jit(lambda w: (f(x[0], w) ** 2).sum())
+    numeric = (loss(w + dw) - loss(w - dw)) / (2 * eps)
     np.testing.assert_allclose(float(gw[1, 2, 0, 3]), float(numeric), rtol=1e-2)
     gt = jax.jit(jax.grad(lambda z: ops.conv_transpose(z, w, stride=2).sum()))(
         jnp.ones((2, 3, 3, 6))

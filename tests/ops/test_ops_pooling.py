@@ -221,34 +221,51 @@ def test_tiling_fast_path_equals_reduce_window(spatial, window):
         np.asarray(ops.avg_pool(x, window)), np.asarray(general_sum) / n_window, rtol=1e-6
     )
     # gradients agree too (no ties in continuous random data)
-    g_fast = jax.grad(lambda x: (ops.max_pool(x, window) ** 2).sum())(x)
-    g_gen = jax.grad(lambda x: (jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, **cfg) ** 2).sum())(
-        x
-    )
+    g_fast = jax.jit(jax.grad(lambda x: (ops.max_pool(x, window) ** 2).sum()))(x)
+    g_gen = jax.jit(
+        jax.grad(lambda x: (jax.lax.reduce_window(x, -np.inf, jax.lax.max, **cfg) ** 2).sum())
+    )(x)
     np.testing.assert_allclose(np.asarray(g_fast), np.asarray(g_gen), rtol=1e-6)
 
 
-def test_pools_jit_grad_vmap():
+POOL_FNS = {
+    "max_dilated_ceil": lambda x: ops.max_pool(
+        x, 3, stride=2, padding=1, dilation=2, ceil_mode=True
+    ),
+    "max_overlapping": lambda x: ops.max_pool(x, 3, stride=2, padding=1),
+    "max_tiling": lambda x: ops.max_pool(x, 2),
+    "avg_ceil_exclude_pad": lambda x: ops.avg_pool(
+        x, 3, stride=2, padding=1, ceil_mode=True, count_include_pad=False
+    ),
+    "avg_tiling": lambda x: ops.avg_pool(x, 2),
+    "adaptive_avg": lambda x: ops.adaptive_avg_pool(x, (3, 4)),
+    "adaptive_max": lambda x: ops.adaptive_max_pool(x, 5),
+    "lp": lambda x: ops.lp_pool(x**2 + 1, 2, 2),
+    "weighted": lambda x: ops.weighted_avg_pool(x, 3, stride=1, padding=1),
+    "global_avg": ops.global_avg_pool,
+    "global_max": ops.global_max_pool,
+}
+
+
+@pytest.mark.parametrize("name", list(POOL_FNS))
+def test_pools_jit_grad_vmap(name):
+    pool = POOL_FNS[name]
     rng = np.random.default_rng(6)
     x = jnp.asarray(rng.normal(size=(3, 2, 7, 6, 4)), jnp.float32)
+    v = jnp.asarray(rng.normal(size=x.shape[1:]), jnp.float32)
 
     def f(x):
-        return (
-            ops.max_pool(x, 3, stride=2, padding=1, dilation=2, ceil_mode=True).sum()
-            + ops.avg_pool(x, 3, stride=2, padding=1, ceil_mode=True, count_include_pad=False).sum()
-            + ops.adaptive_avg_pool(x, (3, 4)).sum()
-            + ops.adaptive_max_pool(x, 5).sum()
-            + ops.lp_pool(x**2 + 1, 2, 2).sum()
-            + ops.weighted_avg_pool(x, 3, stride=1, padding=1).sum()
-            + ops.global_avg_pool(x).sum()
-            + ops.global_max_pool(x).sum()
-        )
+        return (pool(x) ** 2).sum()
 
-    np.testing.assert_allclose(float(jax.jit(f)(x[0])), float(f(x[0])), rtol=1e-5)
-    batched = jax.vmap(f)(x)
-    np.testing.assert_allclose(float(batched[2]), float(f(x[2])), rtol=1e-5)
-    g = jax.grad(f)(x[0])
+    eager = pool(x[0])
+    np.testing.assert_allclose(np.asarray(jax.jit(pool)(x[0])), np.asarray(eager), rtol=1e-6)
+    batched = jax.jit(jax.vmap(pool))(x)
+    np.testing.assert_allclose(np.asarray(batched[2]), np.asarray(pool(x[2])), rtol=1e-6)
+    # reverse mode under jit agrees with forward mode: <grad f(x), v> == f'(x) v
+    g = jax.jit(jax.grad(f))(x[0])
+    _, directional = jax.jit(lambda x, v: jax.jvp(f, (x,), (v,)))(x[0], v)
     assert g.shape == x[0].shape and bool(jnp.all(jnp.isfinite(g)))
+    np.testing.assert_allclose(float(jnp.vdot(g, v)), float(directional), rtol=1e-4)
 
 
 def test_pools_keep_bfloat16():
