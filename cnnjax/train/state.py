@@ -65,7 +65,8 @@ def _input_spec(sample: Any) -> jax.ShapeDtypeStruct:
             )
         return jax.ShapeDtypeStruct(tuple(int(d) for d in sample), jnp.float32)
     if hasattr(sample, "shape") and hasattr(sample, "dtype"):
-        return jax.ShapeDtypeStruct(tuple(sample.shape), sample.dtype)
+        # The steps feed images as float32 (or bfloat16 compute): init the same way.
+        return jax.ShapeDtypeStruct(tuple(sample.shape), jnp.float32)
     raise TypeError(
         f"input_shape_or_sample={sample!r}; expected a shape tuple, an array or a "
         "jax.ShapeDtypeStruct"
@@ -103,7 +104,8 @@ def create_train_state(
       model: a Linen module with `__call__(x, *, train=False, ...)`.
       tx: the Optax transformation (its state is part of the train state).
       rng: int seed or PRNG key; split into the init key and the state's own key.
-      input_shape_or_sample: (batch, *spatial, channels) shape (float32) or an array.
+      input_shape_or_sample: (batch, *spatial, channels) shape, or an array of that shape
+        (only its shape is used; the model is initialised on float32 zeros).
       mesh: the `("data",)` mesh the state is replicated over.
     """
     if not isinstance(model, nn.Module):
