@@ -34,6 +34,7 @@ from cnnjax.ops.validation import (
     check_input_rank,
     check_padding_mode,
     int_tuple,
+    is_int,
 )
 
 _JNP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -173,8 +174,10 @@ def conv_transpose(
     for op, s, d in zip(output_padding, stride, dilation, strict=True):
         check_output_padding(op, s, d)
     in_ch = x.shape[-1]
-    out_ch = kernel.shape[-2] * (groups if isinstance(groups, int) else 1)
-    groups = check_groups(groups, in_ch, out_ch)
+    if not is_int(groups):
+        raise TypeError(f"groups must be an int, got {type(groups).__name__} {groups!r}")
+    groups = check_groups(groups, in_ch, kernel.shape[-2] * groups)
+    out_ch = kernel.shape[-2] * groups
     if kernel.shape[-1] != in_ch:
         raise ValueError(
             f"channel mismatch: x has {in_ch} channels but kernel {tuple(kernel.shape)} "

@@ -201,7 +201,8 @@ def avg_pool(
 
     The divisor counts the window's positions inside the padded input
     (``count_include_pad=True``) or inside the input only (False); positions that
-    ``ceil_mode`` adds past the padding never count (PyTorch).
+    ``ceil_mode`` adds past the padding never count (PyTorch). TensorFlow's
+    ``padding="SAME"`` average pooling is ``padding="same", count_include_pad=False``.
     """
     x = as_array(x, "x")
     check_floating(x, "x")

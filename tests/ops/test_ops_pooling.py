@@ -283,3 +283,14 @@ def test_pools_keep_bfloat16():
     np.testing.assert_allclose(
         np.asarray(ops.avg_pool(x, 3, stride=1, padding=1), np.float32), ref, rtol=1e-2, atol=1e-2
     )
+
+
+def test_tensorflow_same_average_pooling():
+    # TF "SAME" avg pool, window 2 stride 2 on [1..5]: padding (0, 1), padding not counted.
+    x = jnp.arange(1.0, 6.0).reshape(1, 5, 1)
+    out = ops.avg_pool(x, 2, padding="same", count_include_pad=False)
+    np.testing.assert_array_equal(np.asarray(out)[0, :, 0], [1.5, 3.5, 5.0])
+    out = ops.avg_pool(x, 2, padding="same")  # PyTorch default: the zero counts
+    np.testing.assert_array_equal(np.asarray(out)[0, :, 0], [1.5, 3.5, 2.5])
+    out = ops.max_pool(-x, 2, padding="same")  # -inf padding never wins
+    np.testing.assert_array_equal(np.asarray(out)[0, :, 0], [-1.0, -3.0, -5.0])

@@ -107,6 +107,8 @@ def test_causal_is_fine_in_1d():
             r"channel mismatch: x has 4 channels.*in_ch = kernel.shape\[-1\] = 3",
         ),
         (dict(groups=3), ValueError, r"groups=3 must divide the input channels, got 4"),
+        (dict(groups=0), ValueError, r"groups must be >= 1, got 0"),
+        (dict(groups="2"), TypeError, r"groups must be an int, got str '2'"),
         (dict(stride=0), ValueError, r"stride must be >= 1"),
         (dict(dilation=(1, 0)), ValueError, r"dilation must be >= 1"),
         (dict(padding="same"), ValueError, r"padding must be .*\('valid',\), got 'same'"),
