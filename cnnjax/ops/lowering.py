@@ -137,7 +137,8 @@ def conv_transpose_kernel_eq_stride(
 
     Windows do not overlap, so every input pixel writes its own ``k1 x k2 ...`` block: one
     einsum then depth-to-space, then the padding crop / output_padding as a `lax.pad`.
-    On XLA CPU about an order of magnitude faster than the dilated conv.
+    Measured on the 2-core CPU (jax 0.10.2, forward+backward, (8, 64, 64, 32) -> 16 ch):
+    about 3x faster than `conv_transpose_xla` and than `lax.conv_transpose`.
     """
     nd = kernel.ndim - 2
     *ks, sub_out, in_ch = kernel.shape
