@@ -33,6 +33,7 @@ learning rate at train step s is `make_schedule(cfg, total_updates)(s // k)`.
 from __future__ import annotations
 
 import fnmatch
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -76,7 +77,7 @@ def _number(cfg: Mapping[str, Any], key: str, default: Any, *, low: float = 0.0)
     value = cfg.get(key, default)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < low:
         raise ValueError(f"optimizer config {key}={value!r}; expected a number >= {low}")
     return value
 
@@ -85,9 +86,9 @@ def _steps(cfg: Mapping[str, Any], key: str, default: int | None) -> int | None:
     value = cfg.get(key, default)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise ValueError(f"optimizer config {key}={value!r}; expected a non-negative int")
-    return value
+    return int(value)
 
 
 # --------------------------------------------------------------------------- schedules
@@ -108,8 +109,11 @@ def make_schedule(cfg: Any, total_steps: int | None = None) -> Schedule:
     lr = float(_number(cfg, "learning_rate", None))
     warmup = _steps(cfg, "warmup_steps", 0)
     total = total_steps if total_steps is not None else _steps(cfg, "total_steps", None)
-    if total is not None and (isinstance(total, bool) or not isinstance(total, int) or total < 1):
+    if total is not None and (
+        isinstance(total, bool) or not isinstance(total, numbers.Integral) or total < 1
+    ):
         raise ValueError(f"total_steps={total!r}; expected a positive int")
+    total = None if total is None else int(total)
     if name in ("cosine", "warmup_cosine", "one_cycle"):
         if total is None:
             raise ValueError(
