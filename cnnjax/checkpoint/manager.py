@@ -57,14 +57,22 @@ log = logging.getLogger("cnnjax.checkpoint")
 JSON_ITEMS = ("data", "loop", "meta")
 
 
-class _DropMissingMetricsWarning(logging.Filter):
-    """Orbax warns at every save without metrics; only evaluation steps carry them here."""
+class _DropExpectedOrbaxWarnings(logging.Filter):
+    """Orbax warns at every save without metrics (only evaluation steps carry them here) and
+    about every option it ignores for a read-only manager; neither needs the user's attention."""
+
+    _EXPECTED = (
+        "did not provide metrics",
+        "read_only=True, setting",
+        "Given directory is read only",
+    )
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "did not provide metrics" not in record.getMessage()
+        message = record.getMessage()
+        return not any(text in message for text in self._EXPECTED)
 
 
-logging.getLogger("absl").addFilter(_DropMissingMetricsWarning())
+logging.getLogger("absl").addFilter(_DropExpectedOrbaxWarnings())
 
 
 class CorruptCheckpointError(RuntimeError):

@@ -1,0 +1,261 @@
+"""The run configuration: `default_config()` (every field a run uses) and its validation.
+
+Configs are `ml_collections.ConfigDict`s, overridable from the command line the way the Flax
+examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
+
+    seed                   root of every random number of the run (init, dropout, data order)
+    model, model_options   registry name (`cnnjax.models.list_models()`) and its options
+    dataset, dataset_options, data_dir
+                           `cnnjax.data.get_source` name, options and archive folder
+    train_split, eval_split, test_split
+                           splits for training, periodic validation (selects the best
+                           checkpoint) and the final test (None: skip)
+    batch_size             GLOBAL batch size (all devices, all processes)
+    eval_batch_size        global eval batch size (None: batch_size)
+    num_epochs, num_train_steps
+                           training length; if both are set, num_train_steps wins
+    optimizer.*            `cnnjax.train.make_optimizer` fields: name, learning_rate, momentum,
+                           nesterov, weight_decay, grad_clip_norm, accumulate_steps, freeze, ...
+                           (None means the optimizer's default)
+    schedule.*             name (constant | cosine | warmup_cosine | step | one_cycle),
+                           warmup_steps, final_learning_rate, boundaries, step_size,
+                           decay_factor, pct_start, div_factor, final_div_factor
+    eval_every_steps       validate every k steps (None: once per epoch; 0: only at the end)
+    checkpoint_every_steps checkpoint every k steps (None: with each validation; 0: only at
+                           the end and on preemption). Validation steps are always
+                           checkpointed (with their metrics) when keep_best > 0.
+    log_every_steps        train metrics to metrics.jsonl / TensorBoard / progress every k steps
+    keep_checkpoints       keep the latest N checkpoints
+    keep_best, best_metric, best_mode
+                           also keep the K best by a validation metric (None: "accuracy" for
+                           classification, "mean_iou" for segmentation; mode "max", or "min"
+                           for names containing "loss")
+    parallel.strategy      "jit" | "shard_map" | "pmap"
+    parallel.num_devices   devices to use (None: every device)
+    precision              "float32" | "bfloat16" (compute; master weights stay float32)
+    task.name              None: from the data set ("classification" | "segmentation");
+                           or "binary"
+    task.label_smoothing, task.segmentation_loss ("ce" | "dice" | "ce+dice"),
+    task.ignore_label, task.dice_smooth
+    augment                `cnnjax.data.augment` spec string, e.g. "random_crop(padding=4)|hflip"
+    data.worker_count, data.read_threads, data.prefetch_buffer_size, data.normalize
+    async_checkpointing    write checkpoints in a background thread (True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+__all__ = [
+    "default_config",
+    "resolve_config",
+    "validate_config",
+]
+
+_FREE_FORM = ("model_options", "dataset_options")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field a cnnjax run reads, with defaults that train `resnet_tiny` on `shapes`."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.model = "resnet_tiny"
+    c.model_options = ml_collections.ConfigDict()
+    c.dataset = "shapes"
+    c.dataset_options = ml_collections.ConfigDict()
+    c.data_dir = config_dict.placeholder(str)
+    c.train_split = "train"
+    c.eval_split = "val"
+    c.test_split = config_dict.placeholder(str)
+    c.test_split = "test"
+
+    c.batch_size = 64
+    c.eval_batch_size = config_dict.placeholder(int)
+    c.num_epochs = config_dict.placeholder(int)
+    c.num_epochs = 5
+    c.num_train_steps = config_dict.placeholder(int)
+
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adamw"
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.momentum = config_dict.placeholder(float)
+    c.optimizer.nesterov = config_dict.placeholder(bool)
+    c.optimizer.b1 = config_dict.placeholder(float)
+    c.optimizer.b2 = config_dict.placeholder(float)
+    c.optimizer.eps = config_dict.placeholder(float)
+    c.optimizer.weight_decay = 0.0
+    c.optimizer.grad_clip_norm = config_dict.placeholder(float)
+    c.optimizer.accumulate_steps = 1
+    c.optimizer.freeze = ()
+    c.optimizer.trust_coefficient = config_dict.placeholder(float)
+
+    c.schedule = ml_collections.ConfigDict()
+    c.schedule.name = "constant"
+    c.schedule.warmup_steps = 0
+    c.schedule.final_learning_rate = config_dict.placeholder(float)
+    c.schedule.boundaries = config_dict.placeholder(tuple)
+    c.schedule.step_size = config_dict.placeholder(int)
+    c.schedule.decay_factor = config_dict.placeholder(float)
+    c.schedule.pct_start = config_dict.placeholder(float)
+    c.schedule.div_factor = config_dict.placeholder(float)
+    c.schedule.final_div_factor = config_dict.placeholder(float)
+
+    c.eval_every_steps = config_dict.placeholder(int)
+    c.checkpoint_every_steps = config_dict.placeholder(int)
+    c.log_every_steps = 50
+    c.keep_checkpoints = 3
+    c.keep_best = 1
+    c.best_metric = config_dict.placeholder(str)
+    c.best_mode = config_dict.placeholder(str)
+    c.async_checkpointing = True
+
+    c.parallel = ml_collections.ConfigDict()
+    c.parallel.strategy = "jit"
+    c.parallel.num_devices = config_dict.placeholder(int)
+    c.precision = "float32"
+
+    c.task = ml_collections.ConfigDict()
+    c.task.name = config_dict.placeholder(str)
+    c.task.label_smoothing = 0.0
+    c.task.segmentation_loss = "ce"
+    c.task.ignore_label = config_dict.placeholder(int)
+    c.task.dice_smooth = 1.0
+
+    c.augment = config_dict.placeholder(str)
+    c.data = ml_collections.ConfigDict()
+    c.data.worker_count = 0
+    c.data.read_threads = 0
+    c.data.prefetch_buffer_size = 4
+    c.data.normalize = True
+    return c
+
+
+def _merge(defaults: ml_collections.ConfigDict, user: Mapping[str, Any], prefix: str) -> None:
+    for key, value in user.items():
+        name = f"{prefix}{key}"
+        if key not in defaults:
+            raise ValueError(
+                f"unknown config field {name!r}; valid fields here: {sorted(defaults.keys())}"
+            )
+        if key in _FREE_FORM and not prefix:
+            defaults[key] = ml_collections.ConfigDict(dict(value or {}))
+        elif isinstance(defaults[key], ml_collections.ConfigDict):
+            if not isinstance(value, Mapping | ml_collections.ConfigDict):
+                raise ValueError(f"config field {name!r} must be a group of fields, got {value!r}")
+            _merge(defaults[key], value, f"{name}.")
+        else:
+            try:
+                defaults[key] = value
+            except TypeError as e:
+                raise TypeError(f"config field {name!r}={value!r}: {e}") from e
+
+
+def resolve_config(
+    config: Mapping[str, Any] | ml_collections.ConfigDict,
+) -> ml_collections.ConfigDict:
+    """`default_config()` updated with `config`; an unknown field (a typo) is a `ValueError`."""
+    user = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    resolved = default_config()
+    _merge(resolved, user, "")
+    return resolved
+
+
+def _int(config: Any, name: str, *, minimum: int, allow_none: bool = False) -> None:
+    value = _get(config, name)
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        expected = f"an int >= {minimum}" + (" or None" if allow_none else "")
+        raise ValueError(f"config.{name}={value!r}; expected {expected}")
+
+
+def _get(config: Any, name: str) -> Any:
+    value = config
+    for part in name.split("."):
+        value = value[part]
+    return value
+
+
+def _choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
+    value = _get(config, name)
+    if value not in choices:
+        raise ValueError(f"config.{name}={value!r}; expected one of {choices}")
+
+
+def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:
+    """Check every field before anything expensive; raise `ValueError`/`TypeError` naming it.
+
+    Checks names against the registries (model, data set, optimizer, schedule, strategy,
+    precision), numbers, and that the global batch sizes split evenly over `num_devices`
+    (default: `config.parallel.num_devices` or every device).
+    """
+    import jax
+
+    from cnnjax import data, models
+    from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
+    from cnnjax.train.steps import PRECISIONS, STRATEGIES
+    from cnnjax.train.tasks import SEGMENTATION_LOSSES
+
+    _int(config, "seed", minimum=0)
+    if config.model not in models.list_models():
+        raise ValueError(
+            f"config.model={config.model!r}: unknown model; expected one of {models.list_models()}"
+        )
+    dataset = config.dataset
+    if not isinstance(dataset, str) or not (dataset in data.NAMES or dataset.startswith("tfds:")):
+        raise ValueError(f"config.dataset={dataset!r}: unknown data set; expected one of "
+                         f"{data.NAMES}")
+    _choice(config, "optimizer.name", OPTIMIZERS)
+    _choice(config, "schedule.name", SCHEDULES)
+    _choice(config, "parallel.strategy", STRATEGIES)
+    _choice(config, "precision", tuple(PRECISIONS))
+    _choice(config, "task.segmentation_loss", SEGMENTATION_LOSSES)
+    if config.task.name is not None:
+        _choice(config, "task.name", ("classification", "segmentation", "binary"))
+    if config.best_mode is not None:
+        _choice(config, "best_mode", ("max", "min"))
+    lr = config.optimizer.learning_rate
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or lr < 0:
+        raise ValueError(f"config.optimizer.learning_rate={lr!r}; expected a number >= 0")
+
+    _int(config, "batch_size", minimum=1)
+    _int(config, "eval_batch_size", minimum=1, allow_none=True)
+    _int(config, "num_epochs", minimum=1, allow_none=True)
+    _int(config, "num_train_steps", minimum=1, allow_none=True)
+    if config.num_epochs is None and config.num_train_steps is None:
+        raise ValueError("set config.num_epochs or config.num_train_steps (both are None)")
+    _int(config, "eval_every_steps", minimum=0, allow_none=True)
+    _int(config, "checkpoint_every_steps", minimum=0, allow_none=True)
+    _int(config, "log_every_steps", minimum=1)
+    _int(config, "keep_checkpoints", minimum=1)
+    _int(config, "keep_best", minimum=0)
+    _int(config, "optimizer.accumulate_steps", minimum=1)
+    _int(config, "data.worker_count", minimum=0)
+    _int(config, "data.read_threads", minimum=0)
+    _int(config, "data.prefetch_buffer_size", minimum=0)
+    _int(config, "parallel.num_devices", minimum=1, allow_none=True)
+
+    if num_devices is None:
+        available = jax.device_count()
+        num_devices = config.parallel.num_devices or available
+        if num_devices > available:
+            raise ValueError(
+                f"config.parallel.num_devices={num_devices}, but only {available} devices "
+                "are present"
+            )
+    for name in ("batch_size", "eval_batch_size"):
+        value = config[name]
+        if value is not None and value % num_devices:
+            raise ValueError(
+                f"config.{name}={value} is not divisible by the {num_devices} devices; use a "
+                f"multiple of {num_devices} (e.g. {max(num_devices, value - value % num_devices)})"
+            )
+    if config.parallel.strategy == "pmap" and jax.process_count() > 1:
+        raise ValueError("config.parallel.strategy='pmap' is single-host; use 'jit' across hosts")
+
+    # Model options are checked by the registry without building any array.
+    models.create(config.model, **dict(config.model_options))
