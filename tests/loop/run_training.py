@@ -9,6 +9,7 @@
 - `--sigkill-at-step S`: SIGKILL itself right after the train metrics of step S are logged
   (so metrics.jsonl holds lines beyond the last checkpoint);
 - `--sigterm-at-step S`: send itself SIGTERM at step S (preemption);
+- `--evaluate WHICH [--split SPLIT]`: run `loop.evaluate` instead of training;
 - prints the summary as JSON on the last line.
 """
 
@@ -32,6 +33,8 @@ def main() -> None:
     parser.add_argument("--sigkill-after-checkpoint", type=int)
     parser.add_argument("--sigkill-at-step", type=int)
     parser.add_argument("--sigterm-at-step", type=int)
+    parser.add_argument("--evaluate", help="evaluate checkpoint 'best', 'latest' or a step")
+    parser.add_argument("--split", default="test")
     args = parser.parse_args()
 
     from cnnjax.checkpoint import manager as manager_lib
@@ -86,6 +89,10 @@ def main() -> None:
         log_lib.MetricsWriter.write = faulty_write
 
     config = json.loads(Path(args.config).read_text())
+    if args.evaluate is not None:
+        which = int(args.evaluate) if args.evaluate.isdigit() else args.evaluate
+        print(json.dumps(loop.evaluate(config, workdir, args.split, which)))
+        return
     summary = loop.train_and_evaluate(config, workdir)
     sys.stdout.flush()
     print(json.dumps(summary))
