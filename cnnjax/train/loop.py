@@ -352,6 +352,8 @@ def train_and_evaluate(
     writer = log_lib.MetricsWriter(workdir, resume_step=None if restored is None else start_step)
     progress = log_lib.Progress(c.total_steps, start_step, stream=progress_stream)
     if restored is not None:
+        _warn_config_changes(restored.meta.get("config", {}), to_json(config.to_dict()),
+                             progress)
         progress.write(
             f"resumed from checkpoint step {start_step} in {workdir / CHECKPOINT_DIR}"
             + (f" (skipped corrupt: {len(restored.skipped)})" if restored.skipped else "")
@@ -445,6 +447,29 @@ def train_and_evaluate(
     if status == "completed" and jax.process_index() == 0:
         (workdir / SUMMARY_FILE).write_text(json.dumps(to_json(summary), indent=2) + "\n")
     return summary
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _warn_config_changes(saved: Mapping[str, Any], current: Mapping[str, Any],
+                         progress: log_lib.Progress) -> None:
+    """Resuming with another config is allowed (e.g. more steps) but no longer exact: say so."""
+    old, new = _flatten(saved), _flatten(current)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:10])
+        message = (f"resuming with a config that differs from the checkpoint's ({details}); "
+                   "the run will not match an uninterrupted one")
+        log.warning("%s", message)
+        progress.write(f"warning: {message}")
 
 
 def _check_best_metric(c: Components, metrics: Mapping[str, float]) -> None:
