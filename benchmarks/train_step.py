@@ -1,0 +1,446 @@
+"""Training- and eval-step throughput of cnnjax against plain Flax and PyTorch on the CPU.
+
+    python -m benchmarks.train_step                                   # everything
+    python -m benchmarks.train_step --models simple_cnn --steps 20 --json out.json
+    python -m benchmarks.train_step --impls cnnjax,flax --modes train
+
+Models (float32, SGD with momentum 0.9, lr 0.01; parameter counts asserted equal across impls):
+  simple_cnn  Keras MNIST CNN, 28x28x1, batch 128, 10 classes, cross-entropy
+  resnet18    ResNet-18 with the CIFAR stem, 32x32x3, batch 64, 10 classes, batch norm
+  unet        2D U-Net, base 32, depth 4, 128x128x3, batch 8, batch norm, 2x2 up-convs,
+              2 classes, per-pixel cross-entropy
+
+Columns (`--impls`):
+  cnnjax               `cnnjax.models.create` + `cnnjax.train.make_train_step` (strategy "jit")
+  flax                 the same architecture in plain `flax.linen` stock layers + `jax.jit`
+  torch_nchw           PyTorch eager, NCHW             (skipped with a note without torch)
+  torch_channels_last  PyTorch eager, channels-last    (skipped with a note without torch)
+
+Each (model, impl) runs in its own process, so every column starts from the same state and
+XLA flags (`--xla-flags`, or cnnjax's own defaults) apply before JAX starts its backend.
+Timing: `--warmup` steps, then `--steps` steps, each blocked on (`block_until_ready`, or
+torch's synchronous CPU execution); min / median / max ms per step; compilation excluded
+(jax: `lower(...).compile()` timed separately as `compile_s`; the compiled step is called).
+
+Peak memory: jax: `compiled.memory_analysis()` (arguments + outputs - aliased + temporaries,
+XLA's static buffer assignment); torch: peak resident set size of the worker process
+(`resource.getrusage`) minus its size before the model was built (includes allocator caching).
+FLOPs per step: XLA's cost analysis of the compiled step (torch rows use the flax row's
+count of the same model and mode: same arithmetic). MFU: achieved FLOP/s divided by the best
+2048x2048 float32 matmul rate measured (jax and torch) at the start of the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+MODELS: dict[str, dict[str, Any]] = {
+    "simple_cnn": dict(shape=(128, 28, 28, 1), classes=10, task="classification", options={}),
+    "resnet18": dict(
+        shape=(64, 32, 32, 3), classes=10, task="classification", options={"stem": "cifar"}
+    ),
+    "unet": dict(
+        shape=(8, 128, 128, 3),
+        classes=2,
+        task="segmentation",
+        options={"depth": 4, "base_features": 32, "norm": "batch"},
+    ),
+}
+IMPLS = ("cnnjax", "flax", "torch_nchw", "torch_channels_last")
+MODES = ("train", "eval")
+LEARNING_RATE, MOMENTUM = 0.01, 0.9
+
+
+def make_batch(model: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random images (N(0, 1)) and labels / masks for `model`, channels-last, float32."""
+    spec = MODELS[model]
+    rng = np.random.default_rng(seed)
+    image = rng.standard_normal(spec["shape"], dtype=np.float32)
+    if spec["task"] == "classification":
+        target = rng.integers(0, spec["classes"], spec["shape"][0]).astype(np.int32)
+        return {"image": image, "label": target}
+    mask = rng.integers(0, spec["classes"], spec["shape"][:-1]).astype(np.int32)
+    return {"image": image, "mask": mask}
+
+
+def time_steps(step: Callable[[], Any], steps: int, warmup: int) -> list[float]:
+    """Milliseconds of each of `steps` calls of `step` (which must block) after `warmup`."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(1000.0 * (time.perf_counter() - start))
+    return times
+
+
+def _row(model: str, impl: str, mode: str, times: list[float], **extra: Any) -> dict[str, Any]:
+    batch = MODELS[model]["shape"][0]
+    median = float(np.median(times))
+    return {
+        "model": model,
+        "impl": impl,
+        "mode": mode,
+        "batch_size": batch,
+        "images_per_s": 1000.0 * batch / median,
+        "ms_per_step_min": float(np.min(times)),
+        "ms_per_step_median": median,
+        "ms_per_step_max": float(np.max(times)),
+        "steps": len(times),
+        **extra,
+    }
+
+
+# ------------------------------------------------------------------------------- jax
+
+
+def _jax_stats(compiled: Any) -> dict[str, Any]:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list | tuple):
+        cost = cost[0] if cost else {}
+    mem = compiled.memory_analysis()
+    peak = None
+    if mem is not None:
+        peak = (
+            mem.argument_size_in_bytes
+            + mem.output_size_in_bytes
+            - mem.alias_size_in_bytes
+            + mem.temp_size_in_bytes
+        ) / 2**20
+    return {"flops_per_step": float(cost.get("flops", 0.0)) or None, "peak_memory_mb": peak}
+
+
+def _cnnjax_steps(model_name: str, modes: tuple[str, ...]) -> tuple[int, dict[str, Any]]:
+    """(parameter count, {mode: (compile thunk, call)}) for the cnnjax column."""
+    from cnnjax import models, train
+
+    spec = MODELS[model_name]
+    model = models.create(model_name, num_classes=spec["classes"], **spec["options"])
+    if spec["task"] == "classification":
+        task = train.classification()
+    else:
+        task = train.segmentation(spec["classes"])
+    tx = train.make_optimizer({"name": "sgd", "learning_rate": LEARNING_RATE, "momentum": MOMENTUM})
+    mesh = train.make_mesh()
+    state = train.create_train_state(model, tx, 0, spec["shape"], mesh=mesh)
+    batch = train.shard_batch(make_batch(model_name), mesh=mesh)
+    out: dict[str, Any] = {}
+    if "train" in modes:
+        out["train"] = (train.make_train_step(model, task, tx, mesh=mesh), True)
+    if "eval" in modes:
+        out["eval"] = (train.make_eval_step(model, task, mesh=mesh), False)
+    return train.param_count(state.params), {"state": state, "batch": batch, **out}
+
+
+def _flax_steps(model_name: str, modes: tuple[str, ...]) -> tuple[int, dict[str, Any]]:
+    """The plain-Flax column: `model.init`, `optax.sgd`, a hand-written `jax.jit` step."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from benchmarks._flax_models import MODELS as FLAX_MODELS
+
+    spec = MODELS[model_name]
+    model = FLAX_MODELS[model_name](num_classes=spec["classes"])
+    variables = model.init(jax.random.key(0), jnp.zeros(spec["shape"], jnp.float32))
+    params = variables["params"]
+    stats = {k: v for k, v in variables.items() if k != "params"}
+    tx = optax.sgd(LEARNING_RATE, momentum=MOMENTUM)
+    state = (params, stats, tx.init(params))
+    batch = {k: jnp.asarray(v) for k, v in make_batch(model_name).items()}
+    target_key = "label" if spec["task"] == "classification" else "mask"
+
+    def loss_fn(params, stats, batch):
+        variables = {"params": params, **stats}
+        if stats:
+            logits, new = model.apply(variables, batch["image"], train=True, mutable=list(stats))
+        else:
+            logits, new = model.apply(variables, batch["image"], train=True), stats
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch[target_key])
+        return jnp.mean(loss), (logits, new)
+
+    def train_step(state, batch):
+        params, stats, opt = state
+        (loss, (_, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params, stats, batch
+        )
+        updates, opt = tx.update(grads, opt, params)
+        return (optax.apply_updates(params, updates), new_stats, opt), loss
+
+    def eval_step(state, batch):
+        params, stats, _ = state
+        logits = model.apply({"params": params, **stats}, batch["image"], train=False)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch[target_key])
+        return jnp.mean(loss)
+
+    out: dict[str, Any] = {}
+    if "train" in modes:
+        out["train"] = (jax.jit(train_step, donate_argnums=(0,)), True)
+    if "eval" in modes:
+        out["eval"] = (jax.jit(eval_step), False)
+    count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    return count, {"state": state, "batch": batch, **out}
+
+
+def run_jax(model: str, impl: str, modes: tuple[str, ...], steps: int, warmup: int) -> list:
+    import jax
+
+    build = _cnnjax_steps if impl == "cnnjax" else _flax_steps
+    count, parts = build(model, modes)
+    rows = []
+    for mode in modes:
+        fn, is_train = parts[mode]
+        start = time.perf_counter()
+        compiled = fn.lower(parts["state"], parts["batch"]).compile()
+        compile_s = time.perf_counter() - start
+        holder = {"state": parts["state"]}
+
+        def call(compiled=compiled, holder=holder, is_train=is_train) -> None:
+            out = compiled(holder["state"], parts["batch"])
+            if is_train:
+                holder["state"] = out[0]
+            jax.block_until_ready(out)
+
+        times = time_steps(call, steps, warmup)
+        parts["state"] = holder["state"]
+        rows.append(
+            _row(
+                model, impl, mode, times, compile_s=compile_s, params=count, **_jax_stats(compiled)
+            )
+        )
+    return rows
+
+
+# ------------------------------------------------------------------------------- torch
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_torch(model: str, impl: str, modes: tuple[str, ...], steps: int, warmup: int) -> list:
+    import torch
+
+    from benchmarks._torch_models import MODELS as TORCH_MODELS
+
+    torch.manual_seed(0)
+    spec = MODELS[model]
+    base_rss = _rss_mb()
+    fmt = torch.channels_last if impl == "torch_channels_last" else torch.contiguous_format
+    net = TORCH_MODELS[model](spec["shape"][-1], spec["classes"]).to(memory_format=fmt)
+    opt = torch.optim.SGD(net.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
+    batch = make_batch(model)
+    x = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).contiguous(memory_format=fmt)
+    y = torch.from_numpy(batch.get("label", batch.get("mask"))).long()
+    count = sum(p.numel() for p in net.parameters())
+
+    def train_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+
+    def eval_step() -> None:
+        with torch.no_grad():
+            torch.nn.functional.cross_entropy(net(x), y)
+
+    rows = []
+    for mode in modes:
+        net.train(mode == "train")
+        times = time_steps(train_step if mode == "train" else eval_step, steps, warmup)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_rss
+        rows.append(
+            _row(
+                model,
+                impl,
+                mode,
+                times,
+                compile_s=0.0,
+                params=count,
+                peak_memory_mb=peak,
+                flops_per_step=None,
+                torch_threads=torch.get_num_threads(),
+            )
+        )
+    return rows
+
+
+# ------------------------------------------------------------------------------- matmul peak
+
+
+def matmul_peak(n: int = 2048, reps: int = 10) -> dict[str, float]:
+    """GFLOP/s of an n x n float32 matmul (median of `reps`), in jax and (if present) torch."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    flop = 2.0 * n**3
+    times = time_steps(lambda: f(a).block_until_ready(), reps, 2)
+    out = {"jax": flop / np.median(times) / 1e6}
+    try:
+        import torch
+    except ImportError:
+        return out
+    t = torch.randn(n, n)
+    times = time_steps(lambda: t @ t, reps, 2)
+    out["torch"] = flop / np.median(times) / 1e6
+    return out
+
+
+# ------------------------------------------------------------------------------- driver
+
+
+def worker(job: dict[str, Any]) -> list[dict[str, Any]] | dict[str, float]:
+    if job["kind"] == "matmul":
+        return matmul_peak()
+    modes = tuple(job["modes"])
+    run = run_torch if job["impl"].startswith("torch") else run_jax
+    return run(job["model"], job["impl"], modes, job["steps"], job["warmup"])
+
+
+def _spawn(job: dict[str, Any], xla_flags: str | None) -> Any:
+    env = dict(os.environ)
+    if xla_flags is not None:
+        env["XLA_FLAGS"] = xla_flags
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.train_step", "--worker", json.dumps(job)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"worker {job} failed:\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        f"{'model':<11} {'impl':<20} {'mode':<5} {'batch':>5} {'img/s':>8} {'ms min':>8} "
+        f"{'ms med':>8} {'ms max':>8} {'vs best torch':>13} {'compile s':>9} {'peak MB':>8} "
+        f"{'GFLOP/step':>10} {'MFU':>6}"
+    )
+    lines = [head, "-" * len(head)]
+    best_torch: dict[tuple[str, str], float] = {}
+    for r in rows:
+        if r["impl"].startswith("torch"):
+            key = (r["model"], r["mode"])
+            best_torch[key] = min(best_torch.get(key, np.inf), r["ms_per_step_median"])
+    for r in rows:
+        ref = best_torch.get((r["model"], r["mode"]))
+        speed = f"{ref / r['ms_per_step_median']:.2f}x" if ref else "-"
+        gflop = f"{r['flops_per_step'] / 1e9:.2f}" if r.get("flops_per_step") else "-"
+        mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
+        peak = f"{r['peak_memory_mb']:.0f}" if r.get("peak_memory_mb") is not None else "-"
+        lines.append(
+            f"{r['model']:<11} {r['impl']:<20} {r['mode']:<5} {r['batch_size']:>5} "
+            f"{r['images_per_s']:>8.1f} {r['ms_per_step_min']:>8.1f} "
+            f"{r['ms_per_step_median']:>8.1f} {r['ms_per_step_max']:>8.1f} {speed:>13} "
+            f"{r['compile_s']:>9.1f} {peak:>8} {gflop:>10} {mfu:>6}"
+        )
+    return "\n".join(lines)
+
+
+def _csv(value: str, allowed: tuple[str, ...], name: str) -> list[str]:
+    items = [v for v in value.split(",") if v]
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise SystemExit(f"--{name}={value!r}: expected a comma list of {', '.join(allowed)}")
+    return items
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--impls", default=",".join(IMPLS))
+    parser.add_argument("--modes", default="train,eval")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per (model, impl)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat all columns, interleaved")
+    parser.add_argument(
+        "--xla-flags", default=None, help="XLA_FLAGS for the jax workers (default: inherited)"
+    )
+    parser.add_argument("--json", default=None, help="write the rows to this path")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker is not None:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return []
+    if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
+        raise SystemExit("--steps and --rounds must be >= 1 and --warmup >= 0")
+    models = _csv(args.models, tuple(MODELS), "models")
+    impls = _csv(args.impls, IMPLS, "impls")
+    modes = _csv(args.modes, MODES, "modes")
+    if not _torch_available() and any(i.startswith("torch") for i in impls):
+        print("note: torch is not importable; skipping the torch columns "
+              "(pip install torch==2.13.0 gives the CPU build)")  # fmt: skip
+        impls = [i for i in impls if not i.startswith("torch")]
+
+    peak = _spawn({"kind": "matmul"}, args.xla_flags)
+    peak_gflops = max(peak.values())
+    print(
+        "matmul 2048x2048 f32: "
+        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items())
+        + f"; MFU is relative to {peak_gflops:.0f} GFLOP/s"
+    )
+    pooled: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for _ in range(args.rounds):
+        for model in models:
+            for impl in impls:
+                job = dict(kind="step", model=model, impl=impl, modes=modes)
+                job.update(steps=args.steps, warmup=args.warmup)
+                for r in _spawn(job, args.xla_flags):
+                    key = (r["model"], r["impl"], r["mode"])
+                    if key in pooled:  # keep the round with the best median (least disturbed)
+                        if r["ms_per_step_median"] < pooled[key]["ms_per_step_median"]:
+                            pooled[key] = r
+                    else:
+                        pooled[key] = r
+                print(f"  done {model} / {impl}", file=sys.stderr, flush=True)
+    rows = list(pooled.values())
+    for model in models:
+        counts = {r["impl"]: r["params"] for r in rows if r["model"] == model}
+        if len(set(counts.values())) > 1:
+            raise AssertionError(f"{model}: parameter counts differ across impls: {counts}")
+    flops = {(r["model"], r["mode"]): r["flops_per_step"] for r in rows if r["impl"] == "flax"}
+    for r in rows:
+        if r["flops_per_step"] is None:
+            r["flops_per_step"] = flops.get((r["model"], r["mode"]))
+        f = r["flops_per_step"]
+        r["mfu"] = f / (r["ms_per_step_median"] / 1000.0) / (peak_gflops * 1e9) if f else None
+        r["matmul_peak_gflops"] = peak_gflops
+        r["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus"
+        r["xla_flags"] = (
+            args.xla_flags if args.xla_flags is not None else os.environ.get("XLA_FLAGS", "")
+        )
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
