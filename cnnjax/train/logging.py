@@ -192,6 +192,7 @@ class Progress:
         desc: str = "train",
         stream: TextIO | None = None,
         use_bar: bool | None = None,
+        leave: bool = True,
     ) -> None:
         self.total = int(total_steps)
         self.step = int(initial_step)
@@ -208,7 +209,7 @@ class Progress:
 
             self._bar = tqdm(
                 total=self.total, initial=self.step, desc=desc, file=self.stream,
-                dynamic_ncols=True, unit="step",
+                dynamic_ncols=True, unit="step", leave=leave,
             )
 
     def advance(self, step: int) -> None:

@@ -237,7 +237,7 @@ def run_eval(
     )
     total = None
     with log_lib.Progress(
-        len(batches), desc=f"eval {split}", stream=progress_stream
+        len(batches), desc=f"eval {split}", stream=progress_stream, leave=False
     ) as bar:
         for i, batch in enumerate(batches):
             total = merge_metrics(total, c.eval_step(state, batch))
