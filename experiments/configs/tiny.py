@@ -1,0 +1,36 @@
+"""Tiny run for tests and smoke checks (seconds on CPU; accuracy is not the point).
+
+    python -m experiments.classify --workdir=/tmp/tiny --config=experiments/configs/tiny.py
+    python -m experiments.segment --workdir=/tmp/tiny_seg --config=experiments/configs/tiny.py:seg
+
+Result: runs end to end and writes every output; the metrics mean nothing (a few steps).
+The argument after ':' picks the task: "cls" (default, `shapes`) or "seg" (`shapes_seg`).
+"""
+
+import ml_collections
+
+from cnnjax.train.config import default_config
+
+
+def get_config(arg: str = "cls") -> ml_collections.ConfigDict:
+    if arg not in ("cls", "seg"):
+        raise ValueError(f"tiny config argument {arg!r}; expected 'cls' or 'seg'")
+    c = default_config()
+    seg = arg == "seg"
+    c.dataset = "shapes_seg" if seg else "shapes"
+    c.model = "unet_tiny" if seg else "cnn2d"
+    c.dataset_options = ml_collections.ConfigDict(
+        {"num_examples": 64, "image_size": 16, "channels": 3}
+    )
+    c.model_options = ml_collections.ConfigDict(
+        {"base_features": 4} if seg else {"widths": (8, 16, 16)}
+    )
+    c.batch_size = 16
+    c.num_train_steps = 6
+    c.eval_every_steps = 3
+    c.checkpoint_every_steps = 3
+    c.log_every_steps = 2
+    c.keep_checkpoints = 2
+    c.async_checkpointing = False
+    c.optimizer.learning_rate = 1e-2
+    return c

@@ -1,0 +1,27 @@
+"""Semantic segmentation: train, evaluate or predict from one command.
+
+    python -m experiments.segment --workdir=runs/shapes_seg        # built-in data, a few minutes
+    python -m experiments.segment --workdir=runs/isbi --config=experiments/configs/isbi2012_unet.py
+    python -m experiments.segment --workdir=runs/isbi --mode=eval --checkpoint=best
+    python -m experiments.segment --workdir=runs/isbi --mode=predict --input=images/
+
+Without --config the run uses `experiments/configs/shapes_seg.py`. Flags, modes, outputs and
+the multi-host launch are described in `experiments/common.py` and the README.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from experiments.common import run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run with `argv` (argv[0] is the program name; default `sys.argv`); returns the exit code."""
+    return run(sys.argv if argv is None else argv, task="segmentation",
+               default_config="shapes_seg.py")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
