@@ -139,25 +139,54 @@ def _fingerprints(leaves: list[jax.Array]) -> list[jax.Array]:
     return out
 
 
+def _one_copy(x: jax.Array) -> jax.Array:
+    """A replicated array's copy on one device: checksum it once, not once per device."""
+    if x.sharding.is_fully_replicated and len(x.sharding.device_set) > 1:
+        return x.addressable_shards[0].data
+    return x
+
+
+def _host_words(x: np.ndarray) -> np.ndarray:
+    """The same words as `_leaf_words`, in NumPy."""
+    x = np.ascontiguousarray(x).ravel()
+    if x.dtype == np.bool_:
+        return x.astype(np.uint32)
+    bits = x.dtype.itemsize * 8
+    if bits in (32, 64):
+        return x.view(np.uint32)
+    return x.view({8: np.uint8, 16: np.uint16}[bits]).astype(np.uint32)
+
+
+def _host_fingerprint(x: np.ndarray) -> int:
+    words = _host_words(x)
+    position = np.arange(words.shape[0], dtype=np.uint32) * _GOLDEN + np.uint32(1)
+    return int(np.sum(words * position, dtype=np.uint32))  # uint32 arithmetic wraps around
+
+
 def tree_fingerprint(tree: Any) -> dict[str, int]:
     """`{path: uint32 checksum}` of every array leaf's bits, position-weighted.
 
     Stored with each checkpoint and compared after restoring, so silently corrupted bytes
-    that still decode are caught. Independent of the sharding and device count.
+    that still decode are caught. Independent of the sharding and device count. JAX arrays
+    are reduced on their devices (one jit per set of devices; replicated arrays once, on one
+    device), NumPy arrays on the host with the same formula.
     """
-    items = [
-        (path_str(p), leaf if isinstance(leaf, jax.Array) else jnp.asarray(leaf))
-        for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
-        if isinstance(leaf, jax.Array | np.ndarray) and np.prod(leaf.shape) > 0
-    ]
-    # One compiled reduction per set of devices (leaves committed to different devices
-    # cannot meet in one jit call).
+    out: dict[str, int] = {}
+    on_device: list[tuple[str, jax.Array]] = []
+    for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if not isinstance(leaf, jax.Array | np.ndarray) or np.prod(leaf.shape) == 0:
+            continue
+        name = path_str(p)
+        if isinstance(leaf, jax.Array):
+            if _is_key_array(leaf):
+                leaf = jax.random.key_data(leaf)
+            on_device.append((name, _one_copy(leaf)))
+            continue
+        out[name] = _host_fingerprint(np.asarray(leaf))
     groups: dict[Any, list[int]] = {}
-    for i, (_, leaf) in enumerate(items):
-        devices = frozenset(leaf.sharding.device_set) if leaf.committed else None
-        groups.setdefault(devices, []).append(i)
-    sums: dict[int, int] = {}
+    for i, (_, leaf) in enumerate(on_device):
+        groups.setdefault(frozenset(leaf.sharding.device_set), []).append(i)
     for indices in groups.values():
-        values = jax.device_get(_fingerprints([items[i][1] for i in indices]))
-        sums.update({i: int(v) for i, v in zip(indices, values, strict=True)})
-    return {items[i][0]: sums[i] for i in range(len(items))}
+        values = jax.device_get(_fingerprints([on_device[i][1] for i in indices]))
+        out.update({on_device[i][0]: int(v) for i, v in zip(indices, values, strict=True)})
+    return out

@@ -243,3 +243,15 @@ def test_bad_arguments():
         CheckpointManager("/tmp/unused", keep_best=2, read_only=True)
     with pytest.raises(ValueError, match="best_mode must be 'max' or 'min'"):
         CheckpointManager("/tmp/unused", best_metric="a", best_mode="up", read_only=True)
+
+
+def test_fingerprint_host_and_device_paths_agree():
+    values = {
+        "f32": np.arange(100, dtype=np.float32) / 7,
+        "bf16": np.arange(10).astype(jnp.bfloat16),
+        "bool": np.array([True, False, True]),
+        "i32": np.arange(-5, 5, dtype=np.int32),
+    }
+    on_host = tree_fingerprint(values)  # NumPy leaves: host formula
+    on_device = tree_fingerprint({k: jnp.asarray(v) for k, v in values.items()})
+    assert on_host == on_device and len(on_host) == 4
