@@ -11,6 +11,7 @@ function when to pick it.
 
 from __future__ import annotations
 
+import math
 import string
 from collections.abc import Callable
 from typing import NamedTuple
@@ -19,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from cnnjax.ops.conv_lowering import conv_patches_gemm, conv_slices_gemm
 
 Pairs = tuple[tuple[int, int], ...]
 
@@ -74,6 +77,8 @@ def conv_xla(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
 
 CONV_LOWERINGS: dict[str, Callable[[jax.Array, jax.Array, ConvSpec], jax.Array]] = {
     "xla": conv_xla,
+    "slices_gemm": conv_slices_gemm,
+    "patches_gemm": conv_patches_gemm,
 }
 
 
@@ -82,10 +87,30 @@ def choose_conv_lowering(
 ) -> str:
     """Name of the `CONV_LOWERINGS` entry for this conv (the single dispatch point).
 
-    Only the general XLA path exists for now; shape- and backend-specific lowerings
-    (``jax.default_backend()``) are chosen here when added.
+    Off the CPU, XLA's native convolution (cuDNN / TPU convs). On the CPU, one GEMM over
+    kernel-offset slices (`conv_slices_gemm`) where it measured faster, forward + backward,
+    on the 2-core AVX-512 machine (jax 0.10.2; `python -m benchmarks._conv_shapes`):
+    pointwise (1x1) convs, e.g. ResNet's strided 1x1 projection 75 -> 19 ms and a U-Net
+    1x1 head 16 -> 4 ms; single-input-channel convs (MNIST's first layer, 12 -> 8 ms); and
+    convs with at most 16 output positions per image (ResNet's 4x4 stage, 52 -> 39 ms and
+    88 -> 72 ms). Elsewhere (3x3 convs on larger maps) XLA's conv was 1.3-4x faster than
+    either GEMM rewrite; im2col by `conv_general_dilated_patches` never won.
     """
-    del x_shape, kernel_shape, spec, dtype
+    del dtype
+    if jax.default_backend() != "cpu":
+        return "xla"
+    nd = len(kernel_shape) - 2
+    ks = tuple(kernel_shape[:nd])
+    out_positions = math.prod(
+        (n + lo + hi - d * (k - 1) - 1) // s + 1
+        for n, k, s, d, (lo, hi) in zip(
+            x_shape[1:-1], ks, spec.stride, spec.dilation, spec.padding, strict=True
+        )
+    )
+    if all(k == 1 for k in ks) or (kernel_shape[-2] == 1 and spec.groups == 1):
+        return "slices_gemm"
+    if out_positions <= 16 and spec.groups == 1:
+        return "slices_gemm"
     return "xla"
 
 
