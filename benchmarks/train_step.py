@@ -58,6 +58,20 @@ MODELS: dict[str, dict[str, Any]] = {
     ),
 }
 IMPLS = ("cnnjax", "flax", "torch_nchw", "torch_channels_last")
+# Lever variants of the jax columns, to measure each lever side by side in one run:
+# "cnnjax~conv_gemm" turns a cnnjax lever off, "flax+ynn" adds XLA flags; they combine,
+# e.g. "cnnjax~upconv~pool_reshape+ynn+greedy".
+LEVERS_OFF = {
+    "conv_gemm": "every conv on lax.conv_general_dilated (no slices+GEMM lowering)",
+    "upconv": "transposed convs on the general lax path (no kernel==stride einsum)",
+    "pool_reshape": "pooling through lax.reduce_window (no window==stride reshape)",
+    "donate": "train step without buffer donation",
+}
+FLAG_SETS = {
+    "ynn": "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce",
+    "greedy": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
+    "nofuse": "--xla_cpu_experimental_ynn_fusion_type=",
+}
 MODES = ("train", "eval")
 LEARNING_RATE, MOMENTUM = 0.01, 0.9
 
@@ -122,9 +136,41 @@ def _jax_stats(compiled: Any) -> dict[str, Any]:
     return {"flops_per_step": float(cost.get("flops", 0.0)) or None, "peak_memory_mb": peak}
 
 
-def _cnnjax_steps(model_name: str, modes: tuple[str, ...]) -> tuple[int, dict[str, Any]]:
-    """(parameter count, {mode: (compile thunk, call)}) for the cnnjax column."""
+def parse_impl(impl: str) -> tuple[str, set[str], list[str]]:
+    """``"cnnjax~upconv+ynn"`` -> ("cnnjax", {"upconv"}, ["ynn"]) (base, levers off, flag sets)."""
+    head, *flags = impl.split("+")
+    base, *off = head.split("~")
+    if base not in IMPLS or (base.startswith("torch") and (off or flags)):
+        raise ValueError(f"impl {impl!r}: expected one of {IMPLS} (jax ones with ~lever, +flags)")
+    if base == "flax" and off:
+        raise ValueError(f"impl {impl!r}: levers (~) apply to cnnjax only")
+    bad = [o for o in off if o not in LEVERS_OFF] + [f for f in flags if f not in FLAG_SETS]
+    if bad:
+        raise ValueError(
+            f"impl {impl!r}: unknown {bad}; levers {sorted(LEVERS_OFF)}, flags {sorted(FLAG_SETS)}"
+        )
+    return base, set(off), flags
+
+
+def _levers_off(off: set[str]) -> None:
+    """Turns cnnjax levers off in this (worker) process by replacing their dispatch."""
+    from cnnjax.ops import lowering, pooling
+
+    if "conv_gemm" in off:
+        lowering.choose_conv_lowering = lambda *args: "xla"
+    if "upconv" in off:
+        lowering.choose_conv_transpose_lowering = lambda *args: "xla"
+    if "pool_reshape" in off:
+        pooling._is_tiling = lambda pool: False
+
+
+def _cnnjax_steps(
+    model_name: str, modes: tuple[str, ...], off: frozenset[str] = frozenset()
+) -> tuple[int, dict[str, Any]]:
+    """(parameter count, {"state", "batch", mode: (step, is_train)}) for the cnnjax column."""
     from cnnjax import models, train
+
+    _levers_off(set(off))
 
     spec = MODELS[model_name]
     model = models.create(model_name, num_classes=spec["classes"], **spec["options"])
@@ -138,7 +184,8 @@ def _cnnjax_steps(model_name: str, modes: tuple[str, ...]) -> tuple[int, dict[st
     batch = train.shard_batch(make_batch(model_name), mesh=mesh)
     out: dict[str, Any] = {}
     if "train" in modes:
-        out["train"] = (train.make_train_step(model, task, tx, mesh=mesh), True)
+        step = train.make_train_step(model, task, tx, mesh=mesh, donate="donate" not in off)
+        out["train"] = (step, True)
     if "eval" in modes:
         out["eval"] = (train.make_eval_step(model, task, mesh=mesh), False)
     return train.param_count(state.params), {"state": state, "batch": batch, **out}
@@ -197,8 +244,11 @@ def _flax_steps(model_name: str, modes: tuple[str, ...]) -> tuple[int, dict[str,
 def run_jax(model: str, impl: str, modes: tuple[str, ...], steps: int, warmup: int) -> list:
     import jax
 
-    build = _cnnjax_steps if impl == "cnnjax" else _flax_steps
-    count, parts = build(model, modes)
+    base, off, _ = parse_impl(impl)
+    if base == "cnnjax":
+        count, parts = _cnnjax_steps(model, modes, frozenset(off))
+    else:
+        count, parts = _flax_steps(model, modes)
     rows = []
     for mode in modes:
         fn, is_train = parts[mode]
@@ -309,7 +359,7 @@ def worker(job: dict[str, Any]) -> list[dict[str, Any]] | dict[str, float]:
     if job["kind"] == "matmul":
         return matmul_peak()
     modes = tuple(job["modes"])
-    run = run_torch if job["impl"].startswith("torch") else run_jax
+    run = run_torch if parse_impl(job["impl"])[0].startswith("torch") else run_jax
     return run(job["model"], job["impl"], modes, job["steps"], job["warmup"])
 
 
@@ -317,6 +367,10 @@ def _spawn(job: dict[str, Any], xla_flags: str | None) -> Any:
     env = dict(os.environ)
     if xla_flags is not None:
         env["XLA_FLAGS"] = xla_flags
+    if job.get("impl"):
+        extra = [FLAG_SETS[f] for f in parse_impl(job["impl"])[2]]
+        if extra:
+            env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""), *extra]).strip()
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.train_step", "--worker", json.dumps(job)],
         env=env,
@@ -338,7 +392,7 @@ def _torch_available() -> bool:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     head = (
-        f"{'model':<11} {'impl':<20} {'mode':<5} {'batch':>5} {'img/s':>8} {'ms min':>8} "
+        f"{'model':<11} {'impl':<28} {'mode':<5} {'batch':>5} {'img/s':>8} {'ms min':>8} "
         f"{'ms med':>8} {'ms max':>8} {'vs best torch':>13} {'compile s':>9} {'peak MB':>8} "
         f"{'GFLOP/step':>10} {'MFU':>6}"
     )
@@ -355,7 +409,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "-"
         peak = f"{r['peak_memory_mb']:.0f}" if r.get("peak_memory_mb") is not None else "-"
         lines.append(
-            f"{r['model']:<11} {r['impl']:<20} {r['mode']:<5} {r['batch_size']:>5} "
+            f"{r['model']:<11} {r['impl']:<28} {r['mode']:<5} {r['batch_size']:>5} "
             f"{r['images_per_s']:>8.1f} {r['ms_per_step_min']:>8.1f} "
             f"{r['ms_per_step_median']:>8.1f} {r['ms_per_step_max']:>8.1f} {speed:>13} "
             f"{r['compile_s']:>9.1f} {peak:>8} {gflop:>10} {mfu:>6}"
@@ -391,7 +445,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
         raise SystemExit("--steps and --rounds must be >= 1 and --warmup >= 0")
     models = _csv(args.models, tuple(MODELS), "models")
-    impls = _csv(args.impls, IMPLS, "impls")
+    impls = [i for i in args.impls.split(",") if i]
+    for impl in impls:
+        try:
+            parse_impl(impl)
+        except ValueError as err:
+            raise SystemExit(f"--impls: {err}") from None
     modes = _csv(args.modes, MODES, "modes")
     if not _torch_available() and any(i.startswith("torch") for i in impls):
         print("note: torch is not importable; skipping the torch columns "
