@@ -292,7 +292,7 @@ def write_plots(c: Any, state: Any, workdir: Path, split: str | None, *, tag: st
     metrics_path = workdir / "metrics.jsonl"
     if metrics_path.exists() and metrics_path.stat().st_size > 0:
         records = viz.load_metrics(metrics_path)
-        names = [m for m in ("loss", "accuracy", "mean_iou", "dice", "learning_rate")
+        names = [m for m in ("loss", "accuracy", "mean_iou", "mean_dice", "learning_rate")
                  if m in viz.metric_names(records)]
         path = workdir / "training_curves.png"
         viz.plot_training_curves(records, names or None, logy=("loss",), path=path,
@@ -504,7 +504,7 @@ def run(argv: Sequence[str], *, task: str, default_config: str) -> int:
     except UsageError as e:
         print(f"experiments.{script}: usage error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:
         print(f"experiments.{script}: error: {e}", file=sys.stderr)
         return 1
 

@@ -12,7 +12,6 @@ host (for multi-host evaluation use the loop's `evaluate`).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -110,7 +109,7 @@ def predict(
         raise ValueError("images is empty (N = 0)")
     batch_size = min(batch_size, -(-n // devices) * devices)  # small inputs: one small batch
     fn = _compiled(prepare_model(model, precision=precision, axis_name=None), mesh,
-                   PRECISIONS[precision], output)
+                   precision, output)
     variables = jax.device_put(_variables(state), replicated_sharding(mesh))
     out = []
     for start in range(0, n, batch_size):
@@ -124,8 +123,23 @@ def predict(
     return np.concatenate(out)
 
 
-@functools.lru_cache(maxsize=16)
-def _compiled(model: nn.Module, mesh: jax.sharding.Mesh, dtype: Any, output: str) -> Any:
+_CACHE: dict[tuple[str, Any, str, str], Any] = {}
+_CACHE_SIZE = 16
+
+
+def _compiled(model: nn.Module, mesh: jax.sharding.Mesh, precision: str, output: str) -> Any:
+    """One jitted forward per (model, mesh, precision, output), reused across calls so that
+    predicting image by image or batch by batch compiles once per input shape. Keyed on the
+    module's repr (its attributes): modules built from JSON configs hold lists, unhashable."""
+    key = (repr(model), mesh, precision, output)
+    if key not in _CACHE:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = _forward(model, mesh, PRECISIONS[precision], output)
+    return _CACHE[key]
+
+
+def _forward(model: nn.Module, mesh: jax.sharding.Mesh, dtype: Any, output: str) -> Any:
     def forward(variables: Any, x: jax.Array) -> jax.Array:
         logits = model.apply(variables, x.astype(dtype), train=False).astype(jnp.float32)
         if output == "probabilities":

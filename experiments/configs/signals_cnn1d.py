@@ -1,0 +1,25 @@
+"""1D convolutions: `cnn1d` on the built-in procedural ECG-like `signals` (5 rhythm classes).
+
+    python -m experiments.classify --workdir=runs/signals \
+        --config=experiments/configs/signals_cnn1d.py
+
+Result: MEASURED_SIGNALS
+"""
+
+import ml_collections
+
+from cnnjax.train.config import default_config
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = default_config()
+    c.model = "cnn1d"
+    c.dataset = "signals"
+    c.batch_size = 64
+    c.num_epochs = 3
+    c.optimizer.name = "adamw"
+    c.optimizer.learning_rate = 3e-3
+    c.schedule.name = "warmup_cosine"
+    c.schedule.warmup_steps = 50
+    c.log_every_steps = 25
+    return c
