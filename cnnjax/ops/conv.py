@@ -59,13 +59,13 @@ def _kernel_and_input(x: Any, kernel: Any) -> tuple[jax.Array, jax.Array, int]:
     return x, kernel.astype(x.dtype), nd
 
 
-def _check_kernel_channels(
-    x_ch: int, kernel_ch: int, groups: int, what: str, kernel_shape: tuple[int, ...]
-) -> None:
-    if kernel_ch * groups != x_ch:
+def _check_kernel_channels(x_ch: int, kernel_shape: tuple[int, ...], groups: int) -> None:
+    """A kernel ``(*k, in_ch // groups, out_ch)`` takes ``kernel.shape[-2] * groups`` channels."""
+    expected = kernel_shape[-2] * groups
+    if expected != x_ch:
         raise ValueError(
-            f"channel mismatch: x has {x_ch} channels but kernel {kernel_shape} expects "
-            f"{what} = {kernel_ch} * groups({groups}) = {kernel_ch * groups}"
+            f"channel mismatch: x has {x_ch} channels but kernel {kernel_shape} takes "
+            f"kernel.shape[-2] * groups = {kernel_shape[-2]} * {groups} = {expected} input channels"
         )
 
 
@@ -122,7 +122,7 @@ def conv(
     padding_mode = check_padding_mode(padding_mode)
     in_ch, out_ch = x.shape[-1], kernel.shape[-1]
     groups = check_groups(groups, in_ch, out_ch)
-    _check_kernel_channels(in_ch, kernel.shape[-2], groups, "in_ch // groups * groups", ks)
+    _check_kernel_channels(in_ch, tuple(kernel.shape), groups)
     bias = check_bias(bias, out_ch)
     spatial = tuple(x.shape[1:-1])
     pairs = resolve_padding(padding, spatial, ks, stride, dilation)
