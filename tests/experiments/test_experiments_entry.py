@@ -34,10 +34,19 @@ def _train(module, workdir: Path, *extra: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def cls_run(tmp_path_factory) -> Path:
+def cls_first_rows(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """A classification run stopped at step 4, then the full command (6 steps) resumed."""
     workdir = tmp_path_factory.mktemp("cls")
+    assert _train(classify, workdir, f"--config={TINY}", "--config.num_train_steps=4",
+                  "--noplots") == 0
+    first = _rows(workdir)
     assert _train(classify, workdir, f"--config={TINY}") == 0
-    return workdir
+    return workdir, first
+
+
+@pytest.fixture(scope="module")
+def cls_run(cls_first_rows) -> Path:
+    return cls_first_rows[0]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +59,7 @@ def seg_run(tmp_path_factory) -> Path:
 # --------------------------------------------------------------------------- outputs
 
 
-def _check_common_outputs(workdir: Path, metric: str) -> list[dict]:
+def _check_common_outputs(workdir: Path, metric: str, val_steps: list[int]) -> list[dict]:
     config = json.loads((workdir / "config.json").read_text())
     assert config["num_train_steps"] == 6 and config["batch_size"] == 16
     runs = json.loads((workdir / "run_metadata.json").read_text())["runs"]
@@ -63,7 +72,7 @@ def _check_common_outputs(workdir: Path, metric: str) -> list[dict]:
             assert isinstance(r[key], float), (key, r)
         assert r["epoch"] == pytest.approx(r["step"] / 4)  # 64 records / 16 per batch
     assert {r["split"] for r in rows} == {"train", "val", "test"}
-    assert [r["step"] for r in rows if r["split"] == "val"] == [3, 6]
+    assert [r["step"] for r in rows if r["split"] == "val"] == val_steps
     assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
     steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert steps and steps[-1] == 6
@@ -74,12 +83,12 @@ def _check_common_outputs(workdir: Path, metric: str) -> list[dict]:
 
 
 def test_classify_writes_every_output(cls_run: Path):
-    _check_common_outputs(cls_run, "accuracy")
+    _check_common_outputs(cls_run, "accuracy", [3, 4, 6])  # 4: end of the first run
     assert (cls_run / "confusion_matrix_test.png").stat().st_size > 1000
 
 
 def test_segment_writes_every_output(seg_run: Path):
-    rows = _check_common_outputs(seg_run, "mean_iou")
+    rows = _check_common_outputs(seg_run, "mean_iou", [3, 6])
     test = next(r for r in rows if r["split"] == "test")
     for key in ("mean_iou", "mean_dice", "pixel_accuracy"):
         assert 0.0 <= test[key] <= 1.0, (key, test)
@@ -95,17 +104,11 @@ def test_same_command_again_does_not_retrain(cls_run: Path, tmp_path: Path):
     assert (cls_run / "metrics.jsonl").read_text() == before
 
 
-def test_longer_run_resumes_from_the_last_step(tmp_path: Path):
-    workdir = tmp_path / "resume"
-    assert _train(classify, workdir, f"--config={TINY}", "--config.num_train_steps=4",
-                  "--noplots") == 0
-    first = _rows(workdir)
-    assert _train(classify, workdir, f"--config={TINY}", "--config.num_train_steps=6",
-                  "--noplots") == 0
+def test_longer_run_resumed_from_the_last_step(cls_first_rows):
+    workdir, first = cls_first_rows
     rows = _rows(workdir)
-    assert rows[: len([r for r in first if r["step"] <= 3])] == [
-        r for r in first if r["step"] <= 3
-    ]
+    assert max(r["step"] for r in first) == 4
+    assert rows[: len(first)] == first  # the first run's rows were kept, not rewritten
     train_steps = [r["step"] for r in rows if r["split"] == "train"]
     assert train_steps == [2, 4, 6]  # steps 1-4 were not trained again
     runs = json.loads((workdir / "run_metadata.json").read_text())["runs"]
