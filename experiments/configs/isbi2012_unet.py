@@ -8,8 +8,12 @@ Needs `isbi2012_em_membrane.npz`. The 30 labelled 512x512 images are split 25 tr
 held-out labelled images are the evaluation (there is no test split). Training uses random
 128x128 tiles with flips; validation runs the fully convolutional U-Net on the whole 512x512
 images (`eval_crop=False`). A smaller U-Net than the paper's (16 base features, depth 4,
-~1.9 M parameters, batch norm, same padding) so that it trains on a CPU.
-Result: MEASURED_ISBI
+0.48 M parameters, batch norm, same padding) so that it trains on a CPU.
+Result (measured 2026-11-25, 2-core CPU shared with other jobs, 1 CPU device), on the 5
+held-out 512x512 images after 600 steps of 8 tiles: pixel accuracy 92.3%, mean IoU 0.794,
+mean Dice 0.881 (membrane class: IoU 0.679, Dice 0.809; cell: IoU 0.909, Dice 0.952),
+4m57s wall for the whole command (3m05s CPU user time). Still improving at the end: more
+steps (and the paper's elastic deformations) give more.
 """
 
 import ml_collections
