@@ -54,6 +54,9 @@ def define_flags(fv: flags.FlagValues, default_config: Path, argv: Sequence[str]
     config_flags.DEFINE_config_file(
         "config", str(default_config), "config file (a get_config() .py); --config.FIELD=VALUE "
         "overrides any field", flag_values=fv, sys_argv=list(argv),
+        # New fields are accepted here so that --config.model_options.X adds a model option;
+        # a typo elsewhere is still caught by resolve_config (unknown field -> ValueError).
+        accept_new_attributes=True, lock_config=False,
     )
     flags.DEFINE_string("workdir", None, "run directory: config, metrics, plots, checkpoints; "
                         "an existing one is resumed", flag_values=fv)
@@ -84,8 +87,8 @@ def define_flags(fv: flags.FlagValues, default_config: Path, argv: Sequence[str]
 def parse(argv: Sequence[str], default_config: Path) -> flags.FlagValues:
     """Parse `argv` (argv[0] is the program name) into a fresh FlagValues."""
     fv = flags.FlagValues()
-    define_flags(fv, default_config, argv)
     try:
+        define_flags(fv, default_config, argv)  # loads the config file and its overrides
         fv(list(argv))
     except flags.Error as e:
         raise UsageError(str(e)) from e

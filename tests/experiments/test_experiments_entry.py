@@ -221,8 +221,11 @@ def test_usage_errors(tmp_path: Path, capsys):
     assert classify.main(["prog", f"--config={TINY}"]) == 2  # no --workdir
     assert "--workdir" in capsys.readouterr().err
     assert classify.main(["prog", f"--workdir={tmp_path}", f"--config={TINY}",
-                          "--config.no_such_field=1"]) == 2
-    assert "no_such_field" in capsys.readouterr().err
+                          "--config.optimizer.no_such_field=1"]) == 1
+    assert "unknown config field 'optimizer.no_such_field'" in capsys.readouterr().err
+    assert classify.main(["prog", f"--workdir={tmp_path}", f"--config={TINY}",
+                          "--config.model_options.no_such_option=1"]) == 1
+    assert "no_such_option" in capsys.readouterr().err
     assert classify.main(["prog", f"--workdir={tmp_path}", "--coordinator_address=h:1"]) == 2
     assert "--num_processes" in capsys.readouterr().err
     assert classify.main(["prog", f"--workdir={tmp_path}", "--mode=predict"]) == 2
