@@ -91,10 +91,11 @@ def choose_conv_lowering(
     kernel-offset slices (`conv_slices_gemm`) where it measured faster, forward + backward,
     on the 2-core AVX-512 machine (jax 0.10.2; `python -m benchmarks._conv_shapes`):
     pointwise (1x1) convs, e.g. ResNet's strided 1x1 projection 75 -> 19 ms and a U-Net
-    1x1 head 16 -> 4 ms; single-input-channel convs (MNIST's first layer, 12 -> 8 ms); and
-    convs with at most 16 output positions per image (ResNet's 4x4 stage, 52 -> 39 ms and
-    88 -> 72 ms). Elsewhere (3x3 convs on larger maps) XLA's conv was 1.3-4x faster than
-    either GEMM rewrite; im2col by `conv_general_dilated_patches` never won.
+    1x1 head 16 -> 4 ms, and convs with at most 16 output positions per image (ResNet's
+    4x4 stage, 52 -> 39 ms and 88 -> 72 ms); whole ResNet-18 CIFAR train step ~1.3x.
+    Elsewhere (3x3 convs on larger maps) XLA's conv was 1.3-4x faster than either GEMM
+    rewrite; im2col by `conv_general_dilated_patches` never won. Single-input-channel convs
+    (MNIST's first layer) were faster alone (12 -> 8 ms) but not inside the whole step.
     """
     del dtype
     if jax.default_backend() != "cpu":
@@ -107,7 +108,7 @@ def choose_conv_lowering(
             x_shape[1:-1], ks, spec.stride, spec.dilation, spec.padding, strict=True
         )
     )
-    if all(k == 1 for k in ks) or (kernel_shape[-2] == 1 and spec.groups == 1):
+    if all(k == 1 for k in ks):
         return "slices_gemm"
     if out_positions <= 16 and spec.groups == 1:
         return "slices_gemm"
