@@ -3,7 +3,9 @@
 Each step directory `<directory>/<step>/` holds four items:
 
 - `state`: the train state pytree (Orbax `StandardSave`, OCDBT with CRC-32C checksums);
-- `data`: the data iterator state (JSON; `bytes` are stored base64-encoded);
+- `data`: the data iterator state (JSON; `bytes` are stored base64-encoded), one file PER
+  PROCESS: every process reads its own rows of each batch, so each saves and restores its own
+  iterator state (`data/metadata` for process 0, `data/metadata.process_<i>` for the others);
 - `loop`: the trainer's own bookkeeping (JSON: pending metrics, epoch, ...);
 - `meta`: config and run metadata plus a fingerprint of every array of `state` (JSON);
 
@@ -55,6 +57,17 @@ __all__ = [
 log = logging.getLogger("cnnjax.checkpoint")
 
 JSON_ITEMS = ("data", "loop", "meta")
+SHARED_JSON_ITEMS = ("loop", "meta")  # the same on every process: written by process 0 only
+DATA_FILE = "metadata"  # Orbax's JSON file name; process i > 0 appends `.process_<i>`
+
+
+def data_filename(process_index: int) -> str:
+    """File of process `process_index`'s data iterator state inside a step's `data` item."""
+    return DATA_FILE if process_index == 0 else f"{DATA_FILE}.process_{process_index}"
+
+
+def _this_process() -> int:
+    return jax.process_index()
 
 
 class _DropExpectedOrbaxWarnings(logging.Filter):
@@ -136,8 +149,9 @@ def from_json(value: Any) -> Any:
 class Restored:
     """What `CheckpointManager.restore` gives back.
 
-    `state` is placed on the shardings of the target it was restored into; `data`, `loop`
-    and `meta` are the JSON items as saved; `metrics` the evaluation metrics (or None).
+    `state` is placed on the shardings of the target it was restored into; `data` is THIS
+    process's data iterator state (None when the checkpoint was saved by fewer processes);
+    `loop` and `meta` are the JSON items as saved; `metrics` the evaluation metrics (or None).
     """
 
     step: int
@@ -400,7 +414,7 @@ class CheckpointManager:
         return Restored(
             step=step,
             state=out["state"],
-            data=from_json(out["data"]["value"]),
+            data=from_json((out["data"] or {}).get("value")),
             loop=from_json(out["loop"]["value"]),
             meta=meta,
             metrics=self._mngr.metrics(step),
@@ -427,11 +441,36 @@ def _handler_registry() -> Any:
     standard = ocp.StandardCheckpointHandler()
     registry.add("state", ocp.args.StandardSave, standard)
     registry.add("state", ocp.args.StandardRestore, standard)
-    for name in JSON_ITEMS:
+    for name in SHARED_JSON_ITEMS:
         handler = ocp.JsonCheckpointHandler()
         registry.add(name, ocp.args.JsonSave, handler)
         registry.add(name, ocp.args.JsonRestore, handler)
+    data = _ProcessJsonHandler(_this_process())
+    registry.add("data", ocp.args.JsonSave, data)
+    registry.add("data", ocp.args.JsonRestore, data)
     return registry
+
+
+class _ProcessJsonHandler(ocp.JsonCheckpointHandler):
+    """Orbax's JSON handler writes from the primary process only; this one writes from every
+    process, each to its own file (`data_filename(process_index)`) in the shared item
+    directory (created by Orbax before any handler writes).
+
+    Restoring a file that process 0 wrote is required (missing = corrupt, as before); a
+    missing file of process i > 0 means the step was saved by fewer processes: None.
+    """
+
+    def __init__(self, process_index: int) -> None:
+        super().__init__(
+            data_filename(process_index),
+            multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=None),
+        )
+        self.process_index = process_index
+
+    def restore(self, directory: Any, item: Any = None, args: Any = None) -> Any:
+        if self.process_index > 0 and not (directory / self._filename).exists():
+            return None
+        return super().restore(directory, item, args)
 
 
 def _metric_getter(name: str):

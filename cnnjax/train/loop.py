@@ -345,6 +345,13 @@ def train_and_evaluate(
     pending: list[Any] = []
     if restored is not None:
         state = restored.state
+        if restored.data is None:
+            raise ValueError(
+                f"checkpoint step {restored.step} in {ckpt.directory} holds no data iterator "
+                f"state for process {jax.process_index()}: it was saved by a run with fewer "
+                "processes (or by a cnnjax that saved process 0's state only); resume with "
+                f"the number of processes that saved it (this run has {jax.process_count()})"
+            )
         train_iter.set_state(restored.data)
         loop = restored.loop or {}
         pending = [_from_host_pairs(p) for p in loop.get("pending", [])]
