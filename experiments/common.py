@@ -114,6 +114,7 @@ def init_distributed(fv: flags.FlagValues) -> bool:
 
     if address is None and num is None and pid is None:
         if fv.distributed:
+            _cpu_collectives()
             jax.distributed.initialize()
             return True
         return False
@@ -125,8 +126,16 @@ def init_distributed(fv: flags.FlagValues) -> bool:
         )
     if not 0 <= pid < num:
         raise UsageError(f"--process_id={pid}; expected 0 <= process_id < num_processes={num}")
+    _cpu_collectives()
     jax.distributed.initialize(coordinator_address=address, num_processes=num, process_id=pid)
     return True
+
+
+def _cpu_collectives() -> None:
+    """Gloo collectives for CPU devices across processes (only the CPU client reads it)."""
+    import jax
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
 
 
 def _env_int(name: str) -> int | None:
@@ -204,6 +213,25 @@ def restore(config: Any, workdir: Path, which: str | int) -> tuple[Any, Any, int
     return c, restored.state, int(restored.step)
 
 
+def local_view(c: Any, state: Any) -> tuple[Any, Any]:
+    """(components, state) for prediction in THIS process only.
+
+    Single process: unchanged. Multi-host: a mesh over this process's devices and the
+    replicated state copied from its local shard, so process 0 can draw plots and write
+    predictions without the other processes taking part.
+    """
+    import dataclasses
+
+    import jax
+    import numpy as np
+
+    if jax.process_count() == 1:
+        return c, state
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()), c.mesh.axis_names)
+    host = jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), state)
+    return dataclasses.replace(c, mesh=mesh), host
+
+
 def split_predictions(c: Any, state: Any, split: str, *, max_batches: int | None = None
                       ) -> dict[str, Any]:
     """Predicted labels (classes or masks) and targets over `split`, padding rows dropped.
@@ -223,6 +251,7 @@ def split_predictions(c: Any, state: Any, split: str, *, max_batches: int | None
     batches = data_lib.make_pipeline(
         source, batch_size=batch_size, seed=cfg.seed, train=False,
         augment=cfg.augment or None, normalize=cfg.data.normalize,
+        process_index=0, process_count=1,  # the whole split, in this process
     )
     key = "label" if c.info.task == "classification" else "mask"
     images, targets, preds = [], [], []
@@ -291,6 +320,7 @@ def write_plots(c: Any, state: Any, workdir: Path, split: str | None, *, tag: st
 
     if jax.process_index() != 0:
         return []
+    c, state = local_view(c, state)
     written: list[Path] = []
     metrics_path = workdir / "metrics.jsonl"
     if metrics_path.exists() and metrics_path.stat().st_size > 0:
@@ -438,6 +468,9 @@ def write_predictions(c: Any, state: Any, inputs: Path, key: str | None, output:
     from cnnjax import viz
     from cnnjax.train.predict import predict, preprocess
 
+    if jax.process_index() != 0:
+        return []
+    c, state = local_view(c, state)
     names, raw = load_inputs(inputs, key)
     seg = c.info.task == "segmentation"
     fitted = [_fit(x, c.info, resize=not seg) for x in raw]
@@ -455,8 +488,6 @@ def write_predictions(c: Any, state: Any, inputs: Path, key: str | None, output:
         x = np.concatenate([prep(x) for x in fitted])
         probs = predict(c.model, state, x, mesh=c.mesh, batch_size=batch,
                         precision=cfg.precision)
-        if jax.process_index() != 0:
-            return []
         classes = list(c.info.class_names)
         rows = []
         for name, p in zip(names, probs, strict=True):
@@ -478,8 +509,6 @@ def write_predictions(c: Any, state: Any, inputs: Path, key: str | None, output:
     for x in fitted:  # one at a time: images may differ in size
         masks.append(predict(c.model, state, prep(x), mesh=c.mesh, batch_size=batch,
                              precision=cfg.precision, output="labels")[0].astype(np.uint8))
-    if jax.process_index() != 0:
-        return []
     for name, m in zip(names, masks, strict=True):
         path = output / f"{Path(name).stem}_mask.png"
         Image.fromarray(m).save(path)

@@ -50,3 +50,30 @@ def test_default_shapes_runs_are_clearly_learned(tmp_path: Path):
     assert summary["test"]["accuracy"] >= 0.85, summary["test"]
     summary, _ = _run("segment", "shapes_seg", tmp_path / "shapes_seg", None)
     assert summary["test"]["mean_iou"] >= 0.70, summary["test"]
+
+
+@pytest.mark.slow
+def test_two_process_cpu_run_matches_one_process(tmp_path: Path):
+    """The multi-host launch (2 processes x 4 CPU devices, gloo) gives the test accuracy of
+    one process on 8 devices."""
+    base = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = {**base, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+           "JAX_PLATFORMS": "cpu"}
+    tiny = "--config=experiments/configs/tiny.py"
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "experiments.classify",
+                          f"--workdir={tmp_path / 'two'}", tiny, "--noplots",
+                          "--coordinator_address=localhost:12391", "--num_processes=2",
+                          f"--process_id={i}"], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for i in range(2)
+    ]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    single = {**base, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    subprocess.run([sys.executable, "-m", "experiments.classify",
+                    f"--workdir={tmp_path / 'one'}", tiny, "--noplots"], cwd=ROOT, env=single,
+                   check=True, timeout=600, capture_output=True)
+    two = json.loads((tmp_path / "two" / "summary.json").read_text())
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert two["test"]["accuracy"] == pytest.approx(one["test"]["accuracy"], abs=1e-6)
+    assert two["test"]["loss"] == pytest.approx(one["test"]["loss"], rel=1e-4)
