@@ -3,7 +3,9 @@
     python -m experiments.classify --workdir=runs/mnist_lenet5 \
         --config=experiments/configs/mnist_lenet5.py --config.data_dir=../shared/data
 
-Result: MEASURED_LENET
+Result (measured 2026-11-25, 2-core CPU shared with other jobs, 1 CPU device): 99.09% test
+accuracy (98.9% val) after 5 epochs (2,145 steps of 128), 1m29s wall for the whole command.
+Same optimiser and schedule as `mnist`.
 """
 
 import ml_collections
