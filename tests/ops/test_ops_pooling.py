@@ -294,3 +294,48 @@ def test_tensorflow_same_average_pooling():
     np.testing.assert_array_equal(np.asarray(out)[0, :, 0], [1.5, 3.5, 2.5])
     out = ops.max_pool(-x, 2, padding="same")  # -inf padding never wins
     np.testing.assert_array_equal(np.asarray(out)[0, :, 0], [-1.0, -3.0, -5.0])
+
+
+def _ref_tiled_max_grad(x: np.ndarray, window: tuple[int, ...], cotangent: np.ndarray):
+    """Gradient of ``sum(cotangent * max_pool(x, window))`` for window = stride: each
+    window's cotangent goes to its FIRST maximal element in row-major order (PyTorch's
+    and `lax.reduce_window`'s rule)."""
+    grad = np.zeros_like(x)
+    for out_idx in np.ndindex(*cotangent.shape[:-1]):
+        b, *o = out_idx
+        for c in range(x.shape[-1]):
+            best, best_pos = -np.inf, None
+            for offset in np.ndindex(*window):
+                pos = (b, *(oi * k + d for oi, k, d in zip(o, window, offset, strict=True)), c)
+                if x[pos] > best:
+                    best, best_pos = x[pos], pos
+            grad[best_pos] += cotangent[(*out_idx, c)]
+    return grad
+
+
+@pytest.mark.parametrize(
+    ("spatial", "window"), [((6, 8), (2, 2)), ((9,), (3,)), ((4, 4, 6), (2, 2, 3))]
+)
+def test_tiling_max_gradient_on_ties_goes_to_first_max(spatial, window):
+    # Integer-valued data in [0, 2]: most windows hold ties (as ReLU zeros do).
+    rng = np.random.default_rng(11)
+    x = rng.integers(0, 3, size=(2, *spatial, 3)).astype(np.float32)
+    pool = pooling._pool_setup(jnp.asarray(x), window, None, 0)
+    assert pooling._is_tiling(pool)
+    out_shape = (2, *(n // k for n, k in zip(spatial, window, strict=True)), 3)
+    cot = rng.normal(size=out_shape).astype(np.float32)
+    expected = _ref_tiled_max_grad(x, window, cot)
+
+    def fast(x):
+        return jnp.sum(jnp.asarray(cot) * ops.max_pool(x, window))
+
+    def general(x):
+        y = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, **pooling._window_config(pool))
+        return jnp.sum(jnp.asarray(cot) * y)
+
+    np.testing.assert_allclose(np.asarray(jax.jit(jax.grad(fast))(x)), expected, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(jax.jit(jax.grad(general))(x)), expected, rtol=1e-6)
+    # Forward-mode agrees with reverse-mode (the rule is a JVP, transposed by JAX).
+    tangent = rng.normal(size=x.shape).astype(np.float32)
+    _, jvp_out = jax.jvp(fast, (jnp.asarray(x),), (jnp.asarray(tangent),))
+    np.testing.assert_allclose(float(jvp_out), float(np.sum(expected * tangent)), rtol=1e-5)
