@@ -76,14 +76,23 @@ def cifar_source(data_dir: str | None) -> Any | None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=None,
-                        help="folder of the .npz archives (default: $CNNJAX_DATA_DIR)")
+    parser.add_argument(
+        "--data-dir", default=None, help="folder of the .npz archives (default: $CNNJAX_DATA_DIR)"
+    )
     parser.add_argument("--batches", type=int, default=20, help="timed batches per case")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches per case")
-    parser.add_argument("--threads", type=int, default=min(8, os.cpu_count() or 1),
-                        help="read threads for the threaded cases")
-    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                        help="worker processes for the multiprocess cases (0: skip them)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="read threads for the threaded cases",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="worker processes for the multiprocess cases (0: skip them)",
+    )
     args = parser.parse_args(argv)
     data_dir = args.data_dir or os.environ.get("CNNJAX_DATA_DIR")
     print(f"# cpu cores: {os.cpu_count()}, timed batches: {args.batches}, warm-up: {args.warmup}")
@@ -106,17 +115,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.workers > 0:
         modes.append((f"{args.workers} workers", {"worker_count": args.workers}))
 
-    print(f"{'data':38s} {'augment':16s} {'batch':>5s} {'mode':12s} {'images/s':>10s} "
-          f"{'ms/batch':>9s}")
+    print(
+        f"{'data':38s} {'augment':16s} {'batch':>5s} {'mode':12s} {'images/s':>10s} "
+        f"{'ms/batch':>9s}"
+    )
     for name, source, spec, batch_size in cases:
         for mode, extra in modes:
+
             def make(source=source, spec=spec, batch_size=batch_size, extra=extra):
-                return make_pipeline(source, batch_size=batch_size, seed=0, train=True,
-                                     augment=spec, **extra)
+                return make_pipeline(
+                    source, batch_size=batch_size, seed=0, train=True, augment=spec, **extra
+                )
 
             rate, ms = measure(make, args.batches, args.warmup, batch_size)
-            print(f"{name:38s} {spec:16s} {batch_size:5d} {mode:12s} {rate:10.0f} {ms:9.1f}",
-                  flush=True)
+            print(
+                f"{name:38s} {spec:16s} {batch_size:5d} {mode:12s} {rate:10.0f} {ms:9.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
