@@ -130,7 +130,7 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 def stack_for_pmap(tree: Any, mesh: Mesh) -> Any:
     """Classic pmap layout: each leaf gets a leading axis of size #devices, one copy each.
 
-    Replaces the removed `jax.device_put_replicated`. cnnjax's pmap step does not need
+    Stands in for JAX's removed replicate-to-every-device helper. cnnjax's pmap step does not need
     it (it takes the replicated state with `in_axes=None`); it is here for user code
     written against the old per-device layout. `unstack_from_pmap` undoes it.
     """

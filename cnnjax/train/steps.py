@@ -30,9 +30,10 @@ Strategies:
   E[x^2] (the model is cloned with `axis_name="data"`).
 - "pmap": `jax.pmap` with the same per-device function and collectives. The state goes in
   with `in_axes=None` and comes out with `out_axes=None`, so it keeps the replicated
-  layout of the other strategies (no per-device stacking, no `device_put_replicated`,
-  which JAX removed); the batch gets a leading device axis, (devices, B / devices, ...),
-  made by `pmap_batch`. Single-host only in cnnjax's tests; use "jit" across hosts.
+  layout of the other strategies (no per-device stacking, no per-device copies made by
+  JAX's removed replicate helper); the batch gets a leading device axis,
+  (devices, B / devices, ...), made by `pmap_batch`. Single-host only in cnnjax's tests;
+  use "jit" across hosts.
 
 Per-step dropout key: `fold_in(state.rng, state.step)`, and under shard_map/pmap also
 folded with the device index, so devices draw different masks and a run is
