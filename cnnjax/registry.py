@@ -1,0 +1,85 @@
+"""One registry pattern for everything cnnjax looks up by name (models, data sources,
+augmentations, optimizers, schedules, tasks): a `Registry` per kind, filled with its
+`register` decorator where each entry is defined, read with `get`.
+
+    MODELS = Registry("model")
+
+    @MODELS.register("resnet18")          # or @MODELS.register, which takes __name__
+    def resnet18(**kw): ...
+
+    MODELS.get("resnet18")                # ValueError naming the kind, value and choices
+
+Adding an entry is one edit: the decorated definition. Nothing here depends on the rest of
+cnnjax, so every layer can use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar, overload
+
+T = TypeVar("T")
+
+__all__ = ["Registry"]
+
+
+class Registry(Generic[T]):
+    """Named entries of one kind ("model", "data set", ...), in registration order."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    @overload
+    def register(self, name: T, *, overwrite: bool = False) -> T: ...
+
+    @overload
+    def register(
+        self, name: str | None = None, *, overwrite: bool = False
+    ) -> Callable[[T], T]: ...
+
+    def register(self, name=None, *, overwrite=False):
+        """Decorator adding an entry under `name` (default: the entry's `__name__`).
+
+        `@reg.register`, `@reg.register("name")` and `reg.register("name")(value)` all work
+        and return the entry unchanged. A name already taken raises ValueError unless
+        `overwrite=True`.
+        """
+        if name is not None and not isinstance(name, str):
+            return self.register(None, overwrite=overwrite)(name)
+
+        def add(entry: T) -> T:
+            key = name if name is not None else getattr(entry, "__name__", None)
+            if not isinstance(key, str) or not key:
+                raise ValueError(
+                    f"register: a {self.kind} name (non-empty str) is needed; got {key!r}"
+                )
+            if key in self._entries and not overwrite:
+                raise ValueError(
+                    f"register: {self.kind} {key!r} is already registered (pass overwrite=True)"
+                )
+            self._entries[key] = entry
+            return entry
+
+        return add
+
+    def get(self, name: str) -> T:
+        """The entry under `name`; ValueError naming the value and the registered names."""
+        if not isinstance(name, str) or name not in self._entries:
+            raise ValueError(
+                f"unknown {self.kind} {name!r}; expected one of: {', '.join(self.names())}"
+            )
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._entries)
