@@ -7,7 +7,7 @@
     state = batches.get_state()                     # JSON-serialisable; set_state resumes
 
 See `sources` (names and splits), `pipeline` (stream order, padding, sharding) and
-`augment` (ops and the spec syntax).
+`augment` (the spec syntax and presets), `transforms`, `geometric`, `mixing` (the ops).
 """
 
 from cnnjax.data.augment import OP_NAMES, PRESETS, build_ops, parse_spec
@@ -17,8 +17,10 @@ from cnnjax.data.pipeline import BatchIterator, make_pipeline, to_global
 from cnnjax.data.shapes import ShapesSource
 from cnnjax.data.signals import SignalsSource
 from cnnjax.data.sources import NAMES, Source, get_info, get_source
+from cnnjax.data.transforms import AUGMENTATIONS
 
 __all__ = [
+    "AUGMENTATIONS",
     "ENV_DATA_DIR",
     "NAMES",
     "OP_NAMES",

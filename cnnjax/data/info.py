@@ -1,10 +1,13 @@
-"""Metadata shared by every data source: `DataInfo`, and argument checks used across the package."""
+"""Metadata shared by every data source: `DataInfo`, argument checks used across the package,
+and `NameList`, the live list of a registry's names."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
 from typing import Literal
+
+from cnnjax.registry import Registry
 
 Task = Literal["classification", "segmentation"]
 
@@ -70,3 +73,32 @@ def check_positive_int(value: object, argument: str, *, minimum: int = 1) -> int
     if value < minimum:
         raise ValueError(f"{argument}={value}: expected an int >= {minimum}")
     return value
+
+
+class NameList(Sequence[str]):
+    """The names of `registry` (sorted) followed by `extra`, read when used: a tuple-like
+    view that also lists entries registered after import (e.g. a user's own data set)."""
+
+    def __init__(self, registry: Registry, *extra: str) -> None:
+        self._registry = registry
+        self._extra = extra
+
+    def _names(self) -> tuple[str, ...]:
+        return (*self._registry.names(), *self._extra)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self) == (tuple(other) if isinstance(other, NameList) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._names())

@@ -36,6 +36,8 @@ import numpy as np
 
 from cnnjax.data import augment as augment_lib
 from cnnjax.data.info import DataInfo, check_positive_int
+from cnnjax.data.mixing import BatchMix, mix_batch
+from cnnjax.data.transforms import Op, apply_ops
 
 _INFINITE = sys.maxsize // 4
 
@@ -162,13 +164,13 @@ class _ShuffledEpochs(grain.MapDataset):
 class _Preprocess:
     """Per-example: augmentation ops, then dtype conversion and normalisation."""
 
-    ops: tuple[augment_lib.Op, ...]
+    ops: tuple[Op, ...]
     train: bool
     scale: np.ndarray  # per channel: 1 / (255 std), or 1 / 255 without normalisation
     offset: np.ndarray  # per channel: -mean / std, or 0
 
     def __call__(self, record: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        record = augment_lib.apply_ops(self.ops, dict(record), rng, self.train)
+        record = apply_ops(self.ops, dict(record), rng, self.train)
         # (x / 255 - mean) / std as one multiply-add, in place on the float copy
         image = np.asarray(record["image"]).astype(np.float32)
         np.multiply(image, self.scale, out=image)
@@ -184,11 +186,13 @@ class _Preprocess:
 
 @dataclasses.dataclass(frozen=True)
 class _MixBatch:
-    ops: tuple[augment_lib.Op, ...]
+    """Per-batch: mixup/cutmix (`cnnjax.data.mixing.mix_batch`)."""
+
+    ops: tuple[BatchMix, ...]
     num_classes: int
 
     def __call__(self, batch: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-        return augment_lib.mix_batch(self.ops, batch, rng, self.num_classes)
+        return mix_batch(self.ops, batch, rng, self.num_classes)
 
 
 class BatchIterator(Iterator[dict[str, np.ndarray]]):

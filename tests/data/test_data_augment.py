@@ -6,18 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnjax.data import augment, build_ops, parse_spec
-from cnnjax.data.augment import (
+from cnnjax.data import AUGMENTATIONS, OP_NAMES, PRESETS, build_ops, parse_spec
+from cnnjax.data.geometric import (
     Affine,
-    Brightness,
     CenterCrop,
-    Contrast,
-    Cutout,
     Flip,
     RandomCrop,
     RandomResizedCrop,
     Resize,
 )
+from cnnjax.data.mixing import CutMix, MixUp, mix_batch
+from cnnjax.data.transforms import Brightness, Contrast, Cutout, Op, Record, apply_ops
 
 
 def rng(seed: int) -> np.random.Generator:
@@ -186,8 +185,8 @@ def test_cutout_changes_one_square_only():
 def test_eval_mode_is_deterministic():
     ops, _ = build_ops("random_resized_crop(size=12)|hflip|vflip|affine|brightness|cutout")
     record = blocky_record(seed=4)
-    a = augment.apply_ops(ops, dict(record), rng(0), False)
-    b = augment.apply_ops(ops, dict(record), rng(99), False)
+    a = apply_ops(ops, dict(record), rng(0), False)
+    b = apply_ops(ops, dict(record), rng(99), False)
     np.testing.assert_array_equal(a["image"], b["image"])
     np.testing.assert_array_equal(a["mask"], b["mask"])
 
@@ -198,14 +197,14 @@ def test_mixup_and_cutmix_labels_describe_the_pixels():
     batch = {"image": np.ascontiguousarray(images), "label": np.arange(b, dtype=np.int32),
              "valid": np.ones(b, np.float32)}
     for seed in range(5):
-        mixed = augment.mix_batch([augment.MixUp(alpha=0.5)], batch, rng(seed), b)
+        mixed = mix_batch([MixUp(alpha=0.5)], batch, rng(seed), b)
         weights = mixed["label"]
         assert weights.shape == (b, b) and weights.dtype == np.float32
         np.testing.assert_allclose(weights.sum(1), 1, rtol=1e-6)
         # each image is the label-weighted sum of the inputs (labels are one-hot row ids)
         np.testing.assert_allclose(mixed["image"], np.einsum("ik,khwc->ihwc", weights, images),
                                    rtol=1e-5, atol=1e-5)
-        cut = augment.mix_batch([augment.CutMix(alpha=1.0)], batch, rng(seed), b)
+        cut = mix_batch([CutMix(alpha=1.0)], batch, rng(seed), b)
         for i in range(b):
             values, counts = np.unique(cut["image"][i], return_counts=True)
             fractions = dict(zip(values.astype(int), counts / (h * w), strict=True))
@@ -240,3 +239,25 @@ def test_mask_of_another_size_is_rejected():
     record = {"image": np.zeros((8, 8, 1), np.uint8), "mask": np.zeros((8, 6), np.uint8)}
     with pytest.raises(ValueError, match=r"mask shape \(8, 6\) differs"):
         RandomCrop(padding=1)(record, rng(0), True)
+
+
+def test_an_op_and_a_preset_registered_by_name_work_in_specs():
+    @AUGMENTATIONS.register("test_invert")
+    class Invert(Op):
+        def __call__(self, record: Record, rng: np.random.Generator, train: bool) -> Record:
+            return {**record, "image": 255 - record["image"]} if train else record
+
+    PRESETS.register("test_invert_flip")("test_invert|hflip(p=1.0)")
+    try:
+        assert "test_invert" in OP_NAMES  # the exported name list follows the registry
+        ops, batch_ops = build_ops("test_invert_flip")
+        assert [type(op) for op in ops] == [Invert, Flip] and batch_ops == []
+        record = blocky_record(seed=2)
+        out = apply_ops(ops, dict(record), rng(0), True)
+        expected = 255 - record["image"][:, ::-1]  # independent reference: invert, mirror
+        np.testing.assert_array_equal(out["image"], expected)
+        np.testing.assert_array_equal(out["mask"], record["mask"][:, ::-1])
+        with pytest.raises(ValueError, match="already registered"):
+            AUGMENTATIONS.register("hflip")(Invert)
+    finally:  # keep the registries as other tests expect them
+        del AUGMENTATIONS._entries["test_invert"], PRESETS._entries["test_invert_flip"]
