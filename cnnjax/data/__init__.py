@@ -6,7 +6,7 @@
     batch = to_global(next(batches), mesh)          # global jax.Arrays split on axis "data"
     state = batches.get_state()                     # JSON-serialisable; set_state resumes
 
-See `sources` (names and splits), `pipeline` (stream order, padding, sharding) and
+See `sources` (names, splits, `register_source`), `pipeline` (stream order, padding, sharding) and
 `augment` (the spec syntax and presets), `transforms`, `geometric`, `mixing` (the ops).
 """
 
@@ -16,7 +16,7 @@ from cnnjax.data.local import ENV_DATA_DIR, ArraySource
 from cnnjax.data.pipeline import BatchIterator, make_pipeline, to_global
 from cnnjax.data.shapes import ShapesSource
 from cnnjax.data.signals import SignalsSource
-from cnnjax.data.sources import NAMES, Source, get_info, get_source
+from cnnjax.data.sources import NAMES, SOURCES, Source, get_info, get_source, register_source
 from cnnjax.data.transforms import AUGMENTATIONS
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "NAMES",
     "OP_NAMES",
     "PRESETS",
+    "SOURCES",
     "ArraySource",
     "BatchIterator",
     "DataInfo",
@@ -36,5 +37,6 @@ __all__ = [
     "get_source",
     "make_pipeline",
     "parse_spec",
+    "register_source",
     "to_global",
 ]

@@ -6,16 +6,27 @@ for the splits) and `tfds:<catalog name>` (see `cnnjax.data.tfds_source`).
 
 A source has `len(source)`, `source[i]` -> dict of NumPy arrays (`image` uint8 (H, W, C) or
 (L, C); `label` int64 scalar or `mask` uint8 (H, W)) and `source.info` (a `DataInfo`).
+
+Adding a data set is one decorated definition, here or in a user's script:
+
+    @register_source("my_data", info=MY_INFO)       # info: optional, see `register_source`
+    def _my_data(split, data_dir, **options) -> Source: ...
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from cnnjax.data import local, shapes, signals
-from cnnjax.data.info import DataInfo
+from cnnjax.data.info import DataInfo, NameList
+from cnnjax.data.tfds_source import TfdsSource
+from cnnjax.registry import Registry
+
+__all__ = ["NAMES", "SOURCES", "Source", "SourceEntry", "get_info", "get_source",
+           "register_source"]
 
 
 class Source(Protocol):
@@ -28,41 +39,79 @@ class Source(Protocol):
     def __getitem__(self, index: int) -> dict[str, Any]: ...
 
 
+@dataclasses.dataclass(frozen=True)
+class SourceEntry:
+    """A registered data set: `build(split, data_dir, **options) -> Source`, and its metadata
+    without reading data when known: a `DataInfo`, or `info(**options) -> DataInfo`."""
+
+    build: Callable[..., Source]
+    info: DataInfo | Callable[..., DataInfo] | None = None
+
+
+SOURCES: Registry[SourceEntry] = Registry("data set")
+
+NAMES: Sequence[str] = NameList(SOURCES, "tfds:<name>")
+"""The registered data set names and "tfds:<name>" (a live view: later registrations count)."""
+
+
+def register_source(
+    name: str, *, info: DataInfo | Callable[..., DataInfo] | None = None
+) -> Callable[[Callable[..., Source]], Callable[..., Source]]:
+    """Decorator registering `build(split, data_dir, **options) -> Source` as data set `name`.
+
+    `info` lets `get_info` answer without building a source: a fixed `DataInfo`, or a
+    function of the source's options (it must accept and ignore options it does not use).
+    Without it `get_info` builds the "train" source and reads its `info`.
+    """
+
+    def add(build: Callable[..., Source]) -> Callable[..., Source]:
+        SOURCES.register(name)(SourceEntry(build, info))
+        return build
+
+    return add
+
+
+def _shapes_info(task: str) -> Callable[..., DataInfo]:
+    def info(image_size: int = 32, channels: int = 3, **_: Any) -> DataInfo:
+        return shapes.shapes_info(task, image_size, channels)
+
+    return info
+
+
+def _signals_info(length: int = signals.DEFAULT_LENGTH, channels: int = 1, **_: Any) -> DataInfo:
+    return signals.signals_info(length, channels)
+
+
+@register_source("shapes", info=_shapes_info("classification"))
 def _shapes(split: str, data_dir: Any, **options: Any) -> Source:
     del data_dir
     return shapes.ShapesSource(split, task="classification", **options)
 
 
+@register_source("shapes_seg", info=_shapes_info("segmentation"))
 def _shapes_seg(split: str, data_dir: Any, **options: Any) -> Source:
     del data_dir
     return shapes.ShapesSource(split, task="segmentation", **options)
 
 
+@register_source("signals", info=_signals_info)
 def _signals(split: str, data_dir: Any, **options: Any) -> Source:
     del data_dir
     return signals.SignalsSource(split, **options)
 
 
-_BUILDERS: dict[str, Callable[..., Source]] = {
-    "shapes": _shapes,
-    "shapes_seg": _shapes_seg,
-    "signals": _signals,
-    "mnist": lambda split, data_dir, **o: local.mnist_like_source("mnist", split, data_dir, **o),
-    "fashion_mnist": lambda split, data_dir, **o: local.mnist_like_source(
-        "fashion_mnist", split, data_dir, **o
-    ),
-    "cifar10": lambda split, data_dir, **o: local.cifar10_source(split, data_dir, **o),
-    "isbi2012": lambda split, data_dir, **o: local.isbi2012_source(split, data_dir, **o),
-}
+@register_source("mnist", info=local.MNIST_INFO)
+def _mnist(split: str, data_dir: Any, **options: Any) -> Source:
+    return local.mnist_like_source("mnist", split, data_dir, **options)
 
-_STATIC_INFO = {
-    "mnist": local.MNIST_INFO,
-    "fashion_mnist": local.FASHION_MNIST_INFO,
-    "cifar10": local.CIFAR10_INFO,
-    "isbi2012": local.ISBI2012_INFO,
-}
 
-NAMES: tuple[str, ...] = (*_BUILDERS, "tfds:<name>")
+@register_source("fashion_mnist", info=local.FASHION_MNIST_INFO)
+def _fashion_mnist(split: str, data_dir: Any, **options: Any) -> Source:
+    return local.mnist_like_source("fashion_mnist", split, data_dir, **options)
+
+
+register_source("cifar10", info=local.CIFAR10_INFO)(local.cifar10_source)
+register_source("isbi2012", info=local.ISBI2012_INFO)(local.isbi2012_source)
 
 
 def get_source(
@@ -81,13 +130,11 @@ def get_source(
     if not isinstance(name, str):
         raise TypeError(f"name={name!r}: expected a data set name (str), one of {NAMES}")
     if name.startswith("tfds:"):
-        from cnnjax.data.tfds_source import TfdsSource
-
         return TfdsSource(name[len("tfds:") :], split, data_dir, **options)
-    if name not in _BUILDERS:
+    if name not in SOURCES:
         raise ValueError(f"name={name!r}: unknown data set; expected one of {NAMES}")
     try:
-        return _BUILDERS[name](split, data_dir, **options)
+        return SOURCES.get(name).build(split, data_dir, **options)
     except TypeError as error:
         if "unexpected keyword argument" in str(error):
             raise TypeError(f"get_source({name!r}, ...): {error}") from error
@@ -99,15 +146,9 @@ def get_info(name: str, data_dir: str | os.PathLike | None = None, **options: An
 
     For the local archives this needs no file; for TFDS it reads the prepared data set.
     """
-    if isinstance(name, str) and name in _STATIC_INFO:
-        return _STATIC_INFO[name]
-    if name in ("shapes", "shapes_seg"):
-        task = "classification" if name == "shapes" else "segmentation"
-        return shapes.shapes_info(
-            task, options.get("image_size", 32), options.get("channels", 3)
-        )
-    if name == "signals":
-        return signals.signals_info(
-            options.get("length", signals.DEFAULT_LENGTH), options.get("channels", 1)
-        )
-    return get_source(name, "train", data_dir, **options).info
+    entry = SOURCES.get(name) if isinstance(name, str) and name in SOURCES else None
+    if entry is None or entry.info is None:
+        return get_source(name, "train", data_dir, **options).info
+    if isinstance(entry.info, DataInfo):
+        return entry.info
+    return entry.info(**options)

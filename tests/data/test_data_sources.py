@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 from matplotlib.path import Path as PolygonPath
 
-from cnnjax.data import ENV_DATA_DIR, get_info, get_source
+from cnnjax.data import (
+    ENV_DATA_DIR,
+    NAMES,
+    SOURCES,
+    ArraySource,
+    DataInfo,
+    get_info,
+    get_source,
+    register_source,
+)
 from cnnjax.data.shapes import SHAPE_NAMES, Shape, shape_mask
 from cnnjax.data.signals import CLASS_NAMES as SIGNAL_CLASSES
 from cnnjax.data.signals import SAMPLE_RATE
@@ -203,6 +212,46 @@ def test_unknown_name_and_split():
         get_source("shapes", "train", image_sz=3)
     with pytest.raises(ValueError, match="num_examples=0"):
         get_source("shapes", "train", num_examples=0)
+
+
+def test_a_data_set_registered_by_one_decorated_definition():
+    info = DataInfo(name="test_tiny", task="classification", num_classes=2,
+                    class_names=("a", "b"), image_shape=(2, 2, 1), mean=(0.5,), std=(0.25,))
+    built = []
+
+    @register_source("test_tiny", info=info)
+    def _tiny(split, data_dir, *, num_examples=3):
+        built.append((split, data_dir))
+        images = np.arange(num_examples * 4, dtype=np.uint8).reshape(num_examples, 2, 2, 1)
+        return ArraySource(images, labels=np.arange(num_examples) % 2, info=info)
+
+    try:
+        assert "test_tiny" in NAMES  # what configs validate against follows the registry
+        source = get_source("test_tiny", "val", "somewhere", num_examples=5)
+        assert built == [("val", "somewhere")] and len(source) == 5
+        np.testing.assert_array_equal(source[4]["image"].ravel(), [16, 17, 18, 19])
+        assert get_info("test_tiny", num_examples=5) is info and len(built) == 1  # no build
+        with pytest.raises(TypeError, match=r"get_source\('test_tiny'.*bad"):
+            get_source("test_tiny", "train", bad=1)
+        with pytest.raises(ValueError, match="already registered"):
+            register_source("shapes")(_tiny)
+    finally:  # keep the registry as other tests expect it
+        del SOURCES._entries["test_tiny"]
+
+
+def test_get_info_without_an_info_builds_the_train_source():
+    calls = []
+
+    @register_source("test_noinfo")
+    def _noinfo(split, data_dir, **options):
+        calls.append(split)
+        return get_source("shapes", split, num_examples=2, **options)
+
+    try:
+        assert get_info("test_noinfo", image_size=16) == get_info("shapes", image_size=16)
+        assert calls == ["train"]
+    finally:
+        del SOURCES._entries["test_noinfo"]
 
 
 def test_missing_data_dir_says_where_and_how(tmp_path, monkeypatch):
