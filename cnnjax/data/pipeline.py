@@ -1,8 +1,8 @@
 """Grain input pipelines: `make_pipeline(source, ...)` -> resumable iterator of NumPy batches,
 and `to_global(batch, mesh)` to place a process-local batch onto a device mesh.
 
-Order of a training stream (all index arithmetic on a `grain.MapDataset`, so element k of
-the stream is a pure function of (seed, k)):
+Order of a training stream (all index arithmetic on a `grain.MapDataset`, see
+`cnnjax.data.datasets`, so element k of the stream is a pure function of (seed, k)):
 
 1. Epoch e is a fresh permutation of the source drawn from (seed, e); `num_epochs` epochs
    or forever.
@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import grain
+import jax
 import numpy as np
+from absl import flags
 
 from cnnjax.data import augment as augment_lib
+from cnnjax.data.datasets import PaddedSource, ProcessRows, ShuffledEpochs
 from cnnjax.data.info import DataInfo, check_positive_int
 from cnnjax.data.mixing import BatchMix, mix_batch
 from cnnjax.data.transforms import Op, apply_ops
@@ -45,119 +47,6 @@ _INFINITE = sys.maxsize // 4
 def _derive_seed(seed: int, *purpose: int) -> int:
     """A 32-bit seed for one purpose (shuffle, augment, mix) derived from the run's seed."""
     return int(np.random.SeedSequence([seed, *purpose]).generate_state(1)[0])
-
-
-@dataclasses.dataclass(frozen=True)
-class _ProcessRows:
-    """Local index i of process p -> global stream index (contiguous rows of each batch)."""
-
-    global_batch: int
-    local_batch: int
-    process_index: int
-
-    def __call__(self, i: int) -> int:
-        step, row = divmod(i, self.local_batch)
-        return step * self.global_batch + self.process_index * self.local_batch + row
-
-
-@dataclasses.dataclass(frozen=True)
-class _Padded:
-    """Index k < n -> the record with valid = 1; k >= n -> record 0 with valid = 0."""
-
-    length: int
-
-    def __call__(self, k: int) -> tuple[int, bool]:
-        return (k, True) if k < self.length else (0, False)
-
-
-class _IndexMapDataset(grain.MapDataset):
-    """`parent[fn(index)]` for index < length: the index arithmetic of the pipeline."""
-
-    def __init__(self, parent: grain.MapDataset, length: int, fn: Any) -> None:
-        super().__init__(parent)
-        self._length = length
-        self._fn = fn
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return self.slice(index)
-        return self._parent[self._fn(index)]
-
-    def __str__(self) -> str:
-        return f"_IndexMapDataset(length={self._length}, fn={self._fn})"
-
-
-class _PaddedSource(grain.MapDataset):
-    """The eval stream: source records with `valid`, padded to a multiple of the batch."""
-
-    def __init__(self, parent: grain.MapDataset, length: int) -> None:
-        super().__init__(parent)
-        self._length = length
-        self._pad = _Padded(len(parent))
-
-    def __len__(self) -> int:
-        return self._length
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return self.slice(index)
-        k, valid = self._pad(index)
-        return {**self._parent[k], "valid": np.float32(valid)}
-
-    def __str__(self) -> str:
-        return f"_PaddedSource(length={self._length})"
-
-
-class _ShuffledEpochs(grain.MapDataset):
-    """The training stream: position k -> record perm_e[k mod kept], e = k // kept, where
-    perm_e = default_rng([seed, e]).permutation(n) and kept = steps_per_epoch * batch_size
-    (the tail of each epoch's permutation is dropped).
-
-    One NumPy permutation per epoch (cached for the two latest epochs) instead of Grain's
-    per-element index_shuffle, measured at 12 us per element for n = 60000 and 150 us for
-    n = 256 with grain 0.2.18, against about 1 us here.
-    """
-
-    def __init__(self, parent: grain.MapDataset, length: int, kept: int, seed: int) -> None:
-        super().__init__(parent)
-        self._length, self._kept, self._seed = length, kept, seed
-        self._num_records = len(parent)
-        self._cache: dict[int, np.ndarray] = {}
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return self._length
-
-    def permutation(self, epoch: int) -> np.ndarray:
-        with self._lock:
-            perm = self._cache.get(epoch)
-            if perm is None:
-                rng = np.random.default_rng([self._seed, epoch])
-                perm = rng.permutation(self._num_records)
-                self._cache = {e: p for e, p in self._cache.items() if e >= epoch - 1}
-                self._cache[epoch] = perm
-            return perm
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return self.slice(index)
-        epoch, offset = divmod(index, self._kept)
-        return self._parent[int(self.permutation(epoch)[offset])]
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_cache"], state["_lock"] = {}, None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
-
-    def __str__(self) -> str:
-        return f"_ShuffledEpochs(length={self._length}, kept={self._kept})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,8 +148,6 @@ def _process_layout(
     batch_size: int, process_index: int | None, process_count: int | None
 ) -> tuple[int, int, int]:
     if process_index is None or process_count is None:
-        import jax
-
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
     check_positive_int(process_count, "process_count")
@@ -280,10 +167,76 @@ def _process_layout(
 def _ensure_absl_flags_parsed() -> None:
     """Grain 0.2.18's worker processes read an absl flag, which raises outside `absl.app`
     (google/grain#1355, fixed upstream later): mark unparsed flags as parsed (their defaults)."""
-    from absl import flags
-
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
+
+
+def _check_arguments(
+    batch_size: int, seed: int, worker_count: int, read_threads: int, train: bool,
+    num_epochs: int | None,
+) -> None:
+    check_positive_int(batch_size, "batch_size")
+    check_positive_int(seed, "seed", minimum=0)
+    check_positive_int(worker_count, "worker_count", minimum=0)
+    check_positive_int(read_threads, "read_threads", minimum=0)
+    if not isinstance(train, bool):
+        raise TypeError(f"train={train!r}: expected a bool")
+    if num_epochs is not None:
+        check_positive_int(num_epochs, "num_epochs")
+
+
+def _preprocessing(
+    augment: augment_lib.Spec, info: DataInfo, train: bool, normalize: bool
+) -> tuple[_Preprocess, list[Op]]:
+    """The per-example map (augmentation, then normalisation) and the batch-level ops."""
+    example_ops, batch_ops = augment_lib.build_ops(augment, info)
+    mean = np.asarray(info.mean, np.float64) if normalize else np.zeros(len(info.mean))
+    std = np.asarray(info.std, np.float64) if normalize else np.ones(len(info.std))
+    preprocess = _Preprocess(
+        tuple(example_ops),
+        train,
+        (1.0 / (255.0 * std)).astype(np.float32),
+        (-mean / std).astype(np.float32),
+    )
+    return preprocess, batch_ops
+
+
+def _stream(
+    ds: grain.MapDataset, batch_size: int, train: bool, num_epochs: int | None, seed: int
+) -> tuple[grain.MapDataset, int, int | None]:
+    """The global stream of records (train: shuffled epochs; eval: padded single pass), its
+    steps per epoch and its number of batches (None: forever)."""
+    n = len(ds)
+    if not train:
+        steps_per_epoch = -(-n // batch_size)
+        return PaddedSource(ds, steps_per_epoch * batch_size), steps_per_epoch, steps_per_epoch
+    steps_per_epoch = n // batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"batch_size={batch_size} is larger than the {n} training records: "
+            "no full batch per epoch"
+        )
+    kept = steps_per_epoch * batch_size
+    length = _INFINITE // kept * kept if num_epochs is None else num_epochs * kept
+    num_batches = None if num_epochs is None else num_epochs * steps_per_epoch
+    return ShuffledEpochs(ds, length, kept, _derive_seed(seed, 0)), steps_per_epoch, num_batches
+
+
+def _to_iter(
+    ds: grain.MapDataset, read_threads: int, prefetch_buffer_size: int, worker_count: int,
+    worker_buffer_size: int,
+) -> grain.IterDataset:
+    iter_ds = ds.to_iter_dataset(
+        grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_buffer_size)
+    )
+    if worker_count > 0:
+        _ensure_absl_flags_parsed()
+        iter_ds = iter_ds.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=worker_count, per_worker_buffer_size=worker_buffer_size
+            )
+        )
+    return iter_ds
 
 
 def make_pipeline(
@@ -321,19 +274,12 @@ def make_pipeline(
       worker_count: Grain worker processes (0: in this process); the batches do not depend on it.
       worker_buffer_size: batches buffered per worker process.
       read_threads: threads preparing examples in this process (0: none). NumPy and PIL
-        release the GIL on large images: on 2 idle cores, 2 threads made 224x224
-        augmentation 1.8x faster but slowed 28x28 MNIST (see benchmarks/data_pipeline.py).
+        release the GIL on large images, so threads help large augmented images and can slow
+        small ones (figures: README "Data sets", benchmarks/data_pipeline.py).
       prefetch_buffer_size: examples prepared ahead by the threads.
       info: metadata to use instead of `source.info` (e.g. to override mean/std).
     """
-    check_positive_int(batch_size, "batch_size")
-    check_positive_int(seed, "seed", minimum=0)
-    check_positive_int(worker_count, "worker_count", minimum=0)
-    check_positive_int(read_threads, "read_threads", minimum=0)
-    if not isinstance(train, bool):
-        raise TypeError(f"train={train!r}: expected a bool")
-    if num_epochs is not None:
-        check_positive_int(num_epochs, "num_epochs")
+    _check_arguments(batch_size, seed, worker_count, read_threads, train, num_epochs)
     info = info if info is not None else getattr(source, "info", None)
     if not isinstance(info, DataInfo):
         raise TypeError(f"source={source!r} has no DataInfo `info`: pass info=DataInfo(...)")
@@ -343,52 +289,17 @@ def make_pipeline(
     process_index, process_count, local_batch = _process_layout(
         batch_size, process_index, process_count
     )
-    example_ops, batch_ops = augment_lib.build_ops(augment, info)
-    mean = np.asarray(info.mean, np.float64) if normalize else np.zeros(len(info.mean))
-    std = np.asarray(info.std, np.float64) if normalize else np.ones(len(info.std))
-    preprocess = _Preprocess(
-        tuple(example_ops),
-        train,
-        (1.0 / (255.0 * std)).astype(np.float32),
-        (-mean / std).astype(np.float32),
+    preprocess, batch_ops = _preprocessing(augment, info, train, normalize)
+    ds, steps_per_epoch, num_batches = _stream(
+        grain.MapDataset.source(source), batch_size, train, num_epochs, seed
     )
-
-    ds = grain.MapDataset.source(source)
-    if train:
-        steps_per_epoch = n // batch_size
-        if steps_per_epoch == 0:
-            raise ValueError(
-                f"batch_size={batch_size} is larger than the {n} training records: "
-                "no full batch per epoch"
-            )
-        kept = steps_per_epoch * batch_size
-        length = _INFINITE // kept * kept if num_epochs is None else num_epochs * kept
-        ds = _ShuffledEpochs(ds, length, kept, _derive_seed(seed, 0))
-        num_batches = None if num_epochs is None else num_epochs * steps_per_epoch
-    else:
-        steps_per_epoch = -(-n // batch_size)
-        length = steps_per_epoch * batch_size
-        ds = _PaddedSource(ds, length)
-        num_batches = steps_per_epoch
     ds = ds.random_map(preprocess, seed=_derive_seed(seed, 1))
-    local_length = length // batch_size * local_batch
-    ds = _IndexMapDataset(
-        ds, local_length, _ProcessRows(batch_size, local_batch, process_index)
-    )
+    local_length = len(ds) // batch_size * local_batch
+    ds = ProcessRows(ds, local_length, batch_size, local_batch, process_index)
     ds = ds.batch(local_batch, drop_remainder=True)
     if train and batch_ops:
         mixer = _MixBatch(tuple(batch_ops), info.num_classes)
         ds = ds.random_map(mixer, seed=_derive_seed(seed, 2, process_index))
-    iter_ds = ds.to_iter_dataset(
-        grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch_buffer_size)
-    )
-    if worker_count > 0:
-        _ensure_absl_flags_parsed()
-        iter_ds = iter_ds.mp_prefetch(
-            grain.MultiprocessingOptions(
-                num_workers=worker_count, per_worker_buffer_size=worker_buffer_size
-            )
-        )
     fingerprint = {
         "records": n,
         "batch_size": batch_size,
@@ -400,7 +311,7 @@ def make_pipeline(
         "worker_count": worker_count,
     }
     return BatchIterator(
-        iter_ds,
+        _to_iter(ds, read_threads, prefetch_buffer_size, worker_count, worker_buffer_size),
         info=info,
         steps_per_epoch=steps_per_epoch,
         num_batches=num_batches,
@@ -419,8 +330,6 @@ def to_global(batch: Mapping[str, np.ndarray], sharding_or_mesh: Any) -> dict[st
     Returns:
       The same dict of global arrays with leading size batch_size (all processes' rows).
     """
-    import jax
-
     if isinstance(sharding_or_mesh, jax.sharding.Mesh):
         if "data" not in sharding_or_mesh.axis_names:
             raise ValueError(
