@@ -74,8 +74,8 @@ class ShuffledEpochs(_IndexView):
     (the tail of each epoch's permutation is dropped).
 
     One NumPy permutation per epoch (cached for the two latest epochs) instead of Grain's
-    per-element `index_shuffle`, which costs far more per element (figures in
-    benchmarks/data_pipeline.py and the README's "Data sets").
+    per-element `index_shuffle`, which costs far more per element (figures: README,
+    "Data sets").
     """
 
     def __init__(self, parent: grain.MapDataset, length: int, kept: int, seed: int) -> None:

@@ -1,5 +1,5 @@
-"""Grain input pipelines: `make_pipeline(source, ...)` -> resumable iterator of NumPy batches,
-and `to_global(batch, mesh)` to place a process-local batch onto a device mesh.
+"""Grain input pipelines: `make_pipeline(source, ...)` -> resumable iterator of NumPy batches.
+(`cnnjax.train.shard_batch(batch, mesh)` places a process-local batch onto a device mesh.)
 
 Order of a training stream (all index arithmetic on a `grain.MapDataset`, see
 `cnnjax.data.datasets`, so element k of the stream is a pure function of (seed, k)):
@@ -317,43 +317,3 @@ def make_pipeline(
         num_batches=num_batches,
         fingerprint=fingerprint,
     )
-
-
-def to_global(batch: Mapping[str, np.ndarray], sharding_or_mesh: Any) -> dict[str, Any]:
-    """Place a process-local batch onto devices as global `jax.Array`s split on the batch axis.
-
-    Args:
-      batch: dict of NumPy arrays whose leading axis is this process's rows of the global batch.
-      sharding_or_mesh: a `jax.sharding.Mesh` with an axis "data" (the batch axis is split
-        over it, other axes replicated), or a `jax.sharding.Sharding` used for every array.
-
-    Returns:
-      The same dict of global arrays with leading size batch_size (all processes' rows).
-    """
-    if isinstance(sharding_or_mesh, jax.sharding.Mesh):
-        if "data" not in sharding_or_mesh.axis_names:
-            raise ValueError(
-                f"mesh axes {sharding_or_mesh.axis_names}: expected an axis named 'data'"
-            )
-        sharding = jax.sharding.NamedSharding(sharding_or_mesh, jax.sharding.PartitionSpec("data"))
-    elif isinstance(sharding_or_mesh, jax.sharding.Sharding):
-        sharding = sharding_or_mesh
-    else:
-        raise TypeError(
-            f"sharding_or_mesh={sharding_or_mesh!r}: expected a jax.sharding.Mesh or Sharding"
-        )
-    if isinstance(sharding_or_mesh, jax.sharding.Mesh):
-        mesh = sharding_or_mesh
-        local_shards = max(1, mesh.shape["data"] * len(sharding.addressable_devices) // mesh.size)
-    else:
-        local_shards = 1
-    out = {}
-    for key, value in batch.items():
-        value = np.asarray(value)
-        if value.ndim == 0 or value.shape[0] % local_shards:
-            raise ValueError(
-                f"batch[{key!r}].shape={value.shape}: the leading (batch) axis must be divisible "
-                f"by the {local_shards} 'data' shards of this process"
-            )
-        out[key] = jax.make_array_from_process_local_data(sharding, value)
-    return out

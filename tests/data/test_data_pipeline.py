@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from cnnjax.data import ArraySource, DataInfo, get_source, make_pipeline, to_global
+from cnnjax.data import ArraySource, DataInfo, get_source, make_pipeline
+from cnnjax.train import make_mesh, shard_batch
 
 INFO = DataInfo(
     name="indexed",
@@ -187,24 +188,21 @@ def test_worker_processes_give_the_same_batches_and_resume():
         resumed.close()
 
 
-def test_to_global_on_cpu_mesh():
-    devices = jax.devices()
-    assert len(devices) == 8
-    mesh = jax.make_mesh((8,), ("data",))
+def test_pipeline_batches_shard_onto_a_cpu_mesh():
+    """The pipeline's process-local batch placed with the trainer's `shard_batch` (its own
+    tests cover the general cases): every row lands on the device that owns it."""
+    assert len(jax.devices()) == 8
+    mesh = make_mesh()
     batch = next(make_pipeline(indexed_source(40), batch_size=16, seed=0, train=False))
-    placed = to_global(batch, mesh)
+    placed = shard_batch(batch, mesh)
     for key, value in batch.items():
         assert placed[key].shape == value.shape
         np.testing.assert_array_equal(np.asarray(placed[key]), value)
-        shard_rows = {s.data.shape[0] for s in placed[key].addressable_shards}
-        assert shard_rows == {2}
+        assert {s.data.shape[0] for s in placed[key].addressable_shards} == {2}
     assert placed["image"].sharding.spec == jax.sharding.PartitionSpec("data")
-    with pytest.raises(ValueError, match="divisible"):
-        to_global({"image": np.zeros((6, 2), np.float32)}, mesh)
-    with pytest.raises(ValueError, match="'data'"):
-        to_global(batch, jax.make_mesh((8,), ("model",)))
-    with pytest.raises(TypeError, match="Mesh or Sharding"):
-        to_global(batch, "data")
+    odd = next(make_pipeline(indexed_source(40), batch_size=6, seed=0, train=False))
+    with pytest.raises(ValueError, match="multiple of the 8 local devices"):
+        shard_batch(odd, mesh)
 
 
 def test_bad_arguments():
