@@ -11,9 +11,10 @@
 `augment` (the spec syntax and presets) and `transforms`, `geometric`, `mixing` (the ops).
 """
 
+from cnnjax.data.arrays import ArraySource
 from cnnjax.data.augment import OP_NAMES, PRESETS, build_ops, parse_spec
 from cnnjax.data.info import DataInfo
-from cnnjax.data.local import ENV_DATA_DIR, ArraySource
+from cnnjax.data.local import ENV_DATA_DIR
 from cnnjax.data.pipeline import BatchIterator, make_pipeline
 from cnnjax.data.shapes import ShapesSource
 from cnnjax.data.signals import SignalsSource

@@ -1,4 +1,4 @@
-"""In-memory array sources and the local NumPy archives of `../shared/data/README.md`.
+"""The local NumPy archives of `../shared/data/README.md`, read into `ArraySource`s.
 
 Data directory: the `data_dir` argument (a run config passes its `data_dir` here) or else the
 environment variable `CNNJAX_DATA_DIR`. How each archive is split:
@@ -24,78 +24,13 @@ import os
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from cnnjax.data.arrays import ArraySource
 from cnnjax.data.info import DataInfo, check_positive_int, check_split
 
 ENV_DATA_DIR = "CNNJAX_DATA_DIR"
-
-
-class ArraySource:
-    """Random-access source over in-memory arrays.
-
-    Args:
-      images: uint8 (N, H, W, C), (N, H, W) (a channel axis is added) or (N, L, C) for signals.
-      labels: int (N,) for classification, or None.
-      masks: uint8 (N, H, W) for segmentation, or None.
-      info: the data set's metadata.
-      indices: optional int (M,) selection of records (a split of the arrays), in order.
-    """
-
-    def __init__(
-        self,
-        images: np.ndarray,
-        *,
-        labels: np.ndarray | None = None,
-        masks: np.ndarray | None = None,
-        info: DataInfo,
-        indices: np.ndarray | None = None,
-    ) -> None:
-        images = np.asarray(images)
-        if images.dtype != np.uint8:
-            raise TypeError(f"images.dtype={images.dtype}: expected uint8")
-        if images.ndim == 3 and len(info.image_shape) == 3:
-            images = images[..., None]
-        if images.ndim != len(info.image_shape) + 1:
-            raise ValueError(
-                f"images.shape={images.shape}: expected (N, *{info.image_shape})"
-            )
-        n = images.shape[0]
-        for argument, array in (("labels", labels), ("masks", masks)):
-            if array is not None and np.shape(array)[0] != n:
-                raise ValueError(
-                    f"{argument}.shape={np.shape(array)}: expected {n} records like images"
-                )
-        if masks is not None and np.shape(masks)[1:] != images.shape[1:3]:
-            raise ValueError(
-                f"masks.shape={np.shape(masks)}: expected (N, H, W) = {(n, *images.shape[1:3])}"
-            )
-        self._images = images
-        self._labels = None if labels is None else np.asarray(labels)
-        self._masks = None if masks is None else np.asarray(masks, np.uint8)
-        self._indices = (
-            np.arange(n, dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
-        )
-        if self._indices.size and (self._indices.min() < 0 or self._indices.max() >= n):
-            raise ValueError(f"indices must lie in [0, {n}), got {self._indices.min()}..")
-        self.info = info
-
-    def __len__(self) -> int:
-        return len(self._indices)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        i = self._indices[index]
-        record: dict[str, Any] = {"image": self._images[i]}
-        if self._labels is not None:
-            record["label"] = np.int64(self._labels[i])
-        if self._masks is not None:
-            record["mask"] = self._masks[i]
-        return record
-
-    def __repr__(self) -> str:
-        return f"ArraySource(name={self.info.name!r}, num_records={len(self)})"
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None, name: str, filename: str) -> Path:
@@ -176,28 +111,25 @@ def _names(arrays: Mapping[str, np.ndarray], default: tuple[str, ...]) -> tuple[
     return default
 
 
-MNIST_INFO = DataInfo(
-    name="mnist",
-    task="classification",
-    num_classes=10,
-    class_names=tuple(str(d) for d in range(10)),
-    image_shape=(28, 28, 1),
-    mean=(0.1307,),
-    std=(0.3081,),
-    description="MNIST digits (LeCun, Cortes, Burges; CC BY-SA 3.0), 60000 train / 10000 test.",
+def _mnist_like_info(
+    name: str, class_names: tuple[str, ...], mean: float, std: float, description: str
+) -> DataInfo:
+    return DataInfo(name=name, task="classification", num_classes=10, class_names=class_names,
+                    image_shape=(28, 28, 1), mean=(mean,), std=(std,), description=description)
+
+
+MNIST_INFO = _mnist_like_info(
+    "mnist", tuple(str(d) for d in range(10)), 0.1307, 0.3081,
+    "MNIST digits (LeCun, Cortes, Burges; CC BY-SA 3.0), 60000 train / 10000 test.",
 )
-FASHION_MNIST_INFO = DataInfo(
-    name="fashion_mnist",
-    task="classification",
-    num_classes=10,
-    class_names=(
+FASHION_MNIST_INFO = _mnist_like_info(
+    "fashion_mnist",
+    (
         "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
     ),
-    image_shape=(28, 28, 1),
-    mean=(0.2860,),
-    std=(0.3530,),
-    description="Fashion-MNIST (Zalando SE 2017, MIT), 60000 train / 10000 test, grouped by class.",
+    0.2860, 0.3530,
+    "Fashion-MNIST (Zalando SE 2017, MIT), 60000 train / 10000 test, grouped by class.",
 )
 CIFAR10_INFO = DataInfo(
     name="cifar10",

@@ -43,6 +43,47 @@ def _tfds_split(split: str, splits: tuple[str, ...]) -> str:
     return split
 
 
+def _open(name: str, split: str, data_dir: str | os.PathLike | None) -> tuple[Any, Any, tuple]:
+    """(TFDS builder, `tfds.data_source` of the split, the data set's split names); errors
+    name the data set and say how to prepare it."""
+    tfds = _tfds()
+    builder_name = name.split(":")[0]
+    dir_arg = None if data_dir is None else os.fspath(data_dir)
+    try:
+        builder = tfds.builder(name, data_dir=dir_arg)
+    except tfds.core.registered.DatasetNotFoundError as error:
+        raise ValueError(
+            f"name='tfds:{name}': {builder_name!r} is not in the TFDS catalog "
+            "(see https://www.tensorflow.org/datasets/catalog)"
+        ) from error
+    try:
+        splits = tuple(builder.info.splits.keys())
+        tfds_split = _tfds_split(split, splits)
+        data = tfds.data_source(name, split=tfds_split, data_dir=dir_arg, download=False)
+    except ValueError:
+        raise
+    except Exception as error:
+        raise FileNotFoundError(
+            f"TFDS data set {name!r} (split {split!r}) is not available as array_record "
+            f"in data_dir={data_dir!r}: {type(error).__name__}: {str(error)[:300]}. "
+            + PREPARE_HINT.format(name=builder_name)
+        ) from error
+    return builder, data, splits
+
+
+def _class_names(
+    features: Any, label_key: str, mask_key: str | None, num_classes: int | None
+) -> tuple[tuple[str, ...], str]:
+    """(class names, task): the label feature's names, or num_classes mask values."""
+    if mask_key is None:
+        return tuple(features[label_key].names), "classification"
+    if num_classes is None:
+        raise ValueError(
+            f"num_classes=None with mask_key={mask_key!r}: pass the number of mask values"
+        )
+    return tuple(str(i) for i in range(num_classes)), "segmentation"
+
+
 class TfdsSource:
     """Random-access source over a prepared TFDS data set, records in the cnnjax contract.
 
@@ -74,28 +115,7 @@ class TfdsSource:
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
     ) -> None:
-        tfds = _tfds()
-        builder_name = name.split(":")[0]
-        dir_arg = None if data_dir is None else os.fspath(data_dir)
-        try:
-            builder = tfds.builder(name, data_dir=dir_arg)
-        except tfds.core.registered.DatasetNotFoundError as error:
-            raise ValueError(
-                f"name='tfds:{name}': {builder_name!r} is not in the TFDS catalog "
-                "(see https://www.tensorflow.org/datasets/catalog)"
-            ) from error
-        try:
-            splits = tuple(builder.info.splits.keys())
-            tfds_split = _tfds_split(split, splits)
-            self._data = tfds.data_source(name, split=tfds_split, data_dir=dir_arg, download=False)
-        except ValueError:
-            raise
-        except Exception as error:
-            raise FileNotFoundError(
-                f"TFDS data set {name!r} (split {split!r}) is not available as array_record "
-                f"in data_dir={data_dir!r}: {type(error).__name__}: {str(error)[:300]}. "
-                + PREPARE_HINT.format(name=builder_name)
-            ) from error
+        builder, self._data, splits = _open(name, split, data_dir)
         features = builder.info.features
         for key in (image_key, mask_key if mask_key else label_key):
             if key not in features:
@@ -105,17 +125,7 @@ class TfdsSource:
         self._image_key, self._label_key, self._mask_key = image_key, label_key, mask_key
         self._mask_offset = int(mask_offset)
         image_shape = tuple(features[image_key].shape)
-        if mask_key is None:
-            label = features[label_key]
-            names = tuple(label.names)
-            task = "classification"
-        else:
-            if num_classes is None:
-                raise ValueError(
-                    f"num_classes=None with mask_key={mask_key!r}: pass the number of mask values"
-                )
-            names = tuple(str(i) for i in range(num_classes))
-            task = "segmentation"
+        names, task = _class_names(features, label_key, mask_key, num_classes)
         if mean is None or std is None:
             mean, std = self._estimate_stats(image_shape[-1])
         self.info = DataInfo(

@@ -1,0 +1,77 @@
+"""`ArraySource`: random-access records over in-memory arrays (the local archives, and any
+arrays of your own: wrap them and register them with `cnnjax.data.register_source`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from cnnjax.data.info import DataInfo
+
+__all__ = ["ArraySource"]
+
+
+class ArraySource:
+    """Random-access source over in-memory arrays.
+
+    Args:
+      images: uint8 (N, H, W, C), (N, H, W) (a channel axis is added) or (N, L, C) for signals.
+      labels: int (N,) for classification, or None.
+      masks: uint8 (N, H, W) for segmentation, or None.
+      info: the data set's metadata.
+      indices: optional int (M,) selection of records (a split of the arrays), in order.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        *,
+        labels: np.ndarray | None = None,
+        masks: np.ndarray | None = None,
+        info: DataInfo,
+        indices: np.ndarray | None = None,
+    ) -> None:
+        images = np.asarray(images)
+        if images.dtype != np.uint8:
+            raise TypeError(f"images.dtype={images.dtype}: expected uint8")
+        if images.ndim == 3 and len(info.image_shape) == 3:
+            images = images[..., None]
+        if images.ndim != len(info.image_shape) + 1:
+            raise ValueError(
+                f"images.shape={images.shape}: expected (N, *{info.image_shape})"
+            )
+        n = images.shape[0]
+        for argument, array in (("labels", labels), ("masks", masks)):
+            if array is not None and np.shape(array)[0] != n:
+                raise ValueError(
+                    f"{argument}.shape={np.shape(array)}: expected {n} records like images"
+                )
+        if masks is not None and np.shape(masks)[1:] != images.shape[1:3]:
+            raise ValueError(
+                f"masks.shape={np.shape(masks)}: expected (N, H, W) = {(n, *images.shape[1:3])}"
+            )
+        self._images = images
+        self._labels = None if labels is None else np.asarray(labels)
+        self._masks = None if masks is None else np.asarray(masks, np.uint8)
+        self._indices = (
+            np.arange(n, dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
+        )
+        if self._indices.size and (self._indices.min() < 0 or self._indices.max() >= n):
+            raise ValueError(f"indices must lie in [0, {n}), got {self._indices.min()}..")
+        self.info = info
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        i = self._indices[index]
+        record: dict[str, Any] = {"image": self._images[i]}
+        if self._labels is not None:
+            record["label"] = np.int64(self._labels[i])
+        if self._masks is not None:
+            record["mask"] = self._masks[i]
+        return record
+
+    def __repr__(self) -> str:
+        return f"ArraySource(name={self.info.name!r}, num_records={len(self)})"
