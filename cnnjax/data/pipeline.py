@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import grain
@@ -38,6 +38,7 @@ from absl import flags
 from cnnjax.data import augment as augment_lib
 from cnnjax.data.datasets import PaddedSource, ProcessRows, ShuffledEpochs
 from cnnjax.data.info import DataInfo, check_positive_int
+from cnnjax.data.iterator import BatchIterator
 from cnnjax.data.mixing import BatchMix, mix_batch
 from cnnjax.data.transforms import Op, apply_ops
 
@@ -84,66 +85,6 @@ class _MixBatch:
         return mix_batch(self.ops, batch, rng, self.num_classes)
 
 
-class BatchIterator(Iterator[dict[str, np.ndarray]]):
-    """Iterator of process-local batches with checkpointable state.
-
-    `get_state()` returns a small JSON-serialisable dict; `set_state(state)` on an iterator
-    of the same pipeline (same source, seed, batch size, ...) continues with exactly the
-    batch that would have come next.
-
-    Attributes:
-      info: the data set's metadata.
-      steps_per_epoch: global batches per epoch (train: floor(n / B); eval: ceil(n / B)).
-      num_batches: batches this iterator yields in total, or None when it repeats forever.
-    """
-
-    def __init__(
-        self,
-        dataset: grain.IterDataset,
-        *,
-        info: DataInfo,
-        steps_per_epoch: int,
-        num_batches: int | None,
-        fingerprint: dict[str, Any],
-    ) -> None:
-        self._dataset = dataset
-        self._iterator = iter(dataset)
-        self.info = info
-        self.steps_per_epoch = steps_per_epoch
-        self.num_batches = num_batches
-        self._fingerprint = fingerprint
-
-    def __iter__(self) -> BatchIterator:
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        return next(self._iterator)
-
-    def __len__(self) -> int:
-        if self.num_batches is None:
-            raise TypeError("len() of an infinite pipeline (num_epochs=None)")
-        return self.num_batches
-
-    def get_state(self) -> dict[str, Any]:
-        return {"grain": self._iterator.get_state(), "pipeline": dict(self._fingerprint)}
-
-    def set_state(self, state: Mapping[str, Any]) -> None:
-        if not isinstance(state, Mapping) or "grain" not in state:
-            raise ValueError(f"state={state!r}: expected a dict from BatchIterator.get_state()")
-        saved = dict(state.get("pipeline", {}))
-        if saved and saved != self._fingerprint:
-            raise ValueError(
-                f"state was saved by a different pipeline {saved}; this one is "
-                f"{self._fingerprint}: restoring it would not continue the same stream"
-            )
-        self._iterator.set_state(state["grain"])
-
-    def close(self) -> None:
-        close = getattr(self._iterator, "close", None)
-        if close is not None:
-            close()
-
-
 def _process_layout(
     batch_size: int, process_index: int | None, process_count: int | None
 ) -> tuple[int, int, int]:
@@ -183,6 +124,16 @@ def _check_arguments(
         raise TypeError(f"train={train!r}: expected a bool")
     if num_epochs is not None:
         check_positive_int(num_epochs, "num_epochs")
+
+
+def _source_info(source: Any, info: DataInfo | None) -> DataInfo:
+    """`info`, else the source's own; TypeError/ValueError for a source without one or empty."""
+    info = info if info is not None else getattr(source, "info", None)
+    if not isinstance(info, DataInfo):
+        raise TypeError(f"source={source!r} has no DataInfo `info`: pass info=DataInfo(...)")
+    if len(source) == 0:
+        raise ValueError(f"source={source!r} is empty")
+    return info
 
 
 def _preprocessing(
@@ -280,12 +231,7 @@ def make_pipeline(
       info: metadata to use instead of `source.info` (e.g. to override mean/std).
     """
     _check_arguments(batch_size, seed, worker_count, read_threads, train, num_epochs)
-    info = info if info is not None else getattr(source, "info", None)
-    if not isinstance(info, DataInfo):
-        raise TypeError(f"source={source!r} has no DataInfo `info`: pass info=DataInfo(...)")
-    n = len(source)
-    if n == 0:
-        raise ValueError(f"source={source!r} is empty")
+    info = _source_info(source, info)
     process_index, process_count, local_batch = _process_layout(
         batch_size, process_index, process_count
     )
@@ -300,20 +246,13 @@ def make_pipeline(
     if train and batch_ops:
         mixer = _MixBatch(tuple(batch_ops), info.num_classes)
         ds = ds.random_map(mixer, seed=_derive_seed(seed, 2, process_index))
-    fingerprint = {
-        "records": n,
-        "batch_size": batch_size,
-        "seed": seed,
-        "train": train,
-        "num_epochs": num_epochs,
-        "process_index": process_index,
-        "process_count": process_count,
-        "worker_count": worker_count,
-    }
+    fingerprint = dict(
+        records=len(source), batch_size=batch_size, seed=seed, train=train,
+        num_epochs=num_epochs, process_index=process_index, process_count=process_count,
+        worker_count=worker_count,
+    )
     return BatchIterator(
         _to_iter(ds, read_threads, prefetch_buffer_size, worker_count, worker_buffer_size),
-        info=info,
-        steps_per_epoch=steps_per_epoch,
-        num_batches=num_batches,
+        info=info, steps_per_epoch=steps_per_epoch, num_batches=num_batches,
         fingerprint=fingerprint,
     )
