@@ -27,7 +27,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,15 +41,16 @@ from cnnjax.checkpoint.structure import (
     abstract_like,
     describe_mismatch,
     flat_shapes,
+    nonfinite_paths,
     tree_fingerprint,
 )
+from cnnjax.checkpoint.workdir import ensure_writable
 
 __all__ = [
     "CheckpointManager",
     "CorruptCheckpointError",
+    "NonFiniteCheckpointError",
     "Restored",
-    "WorkdirNotWritableError",
-    "ensure_writable",
     "from_json",
     "to_json",
 ]
@@ -92,33 +93,8 @@ class CorruptCheckpointError(RuntimeError):
     """A checkpoint step exists but cannot be read back intact."""
 
 
-class WorkdirNotWritableError(OSError):
-    """The work directory cannot be created or written to."""
-
-
-def ensure_writable(directory: str | os.PathLike) -> Path:
-    """Create `directory` if needed and prove it is writable (write, fsync, delete a probe file).
-
-    Raises `WorkdirNotWritableError` naming the directory and the OS error, so an unwritable
-    workdir fails at start rather than at the first checkpoint an hour later.
-    """
-    path = Path(directory).expanduser().absolute()
-    probe = path / f".write_probe_{os.getpid()}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, b"ok")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        probe.unlink()
-    except OSError as e:
-        raise WorkdirNotWritableError(
-            f"workdir {str(path)!r} is not writable ({type(e).__name__}: {e}); "
-            "pass a directory you can create and write to"
-        ) from e
-    return path
+class NonFiniteCheckpointError(RuntimeError):
+    """The state to save holds NaN or Inf: saving it would poison every later resume."""
 
 
 def to_json(value: Any) -> Any:
@@ -222,6 +198,7 @@ class CheckpointManager:
             create=not read_only,
             cleanup_tmp_directories=not read_only,
         )
+        self._closed = False
         self._mngr = ocp.CheckpointManager(
             self.directory, options=options, handler_registry=_handler_registry()
         )
@@ -272,13 +249,22 @@ class CheckpointManager:
         """Save one checkpoint at `step` (asynchronously when enabled).
 
         Returns False (and saves nothing) if `step` is already saved. `metrics` rank this step
-        for best-K retention and must contain `best_metric` when given.
+        for best-K retention and must contain `best_metric` when given. Raises
+        `NonFiniteCheckpointError` (and saves nothing) when a floating array of `state` holds
+        NaN or Inf: a checkpoint is always a state a run can resume from.
         """
+        self._check_open()
         if self.read_only:
             raise ValueError(f"CheckpointManager on {self.directory} is read-only; cannot save")
         step = int(step)
         if step in self._mngr.all_steps():
             return False
+        bad = nonfinite_paths(state)  # on device, before the asynchronous write starts
+        if bad:
+            raise NonFiniteCheckpointError(
+                f"refusing to save checkpoint step {step} in {self.directory}: NaN/Inf in "
+                f"{len(bad)} arrays: {', '.join(bad[:10])}{', ...' if len(bad) > 10 else ''}"
+            )
         if metrics is not None:
             metrics = {k: float(v) for k, v in to_json(dict(metrics)).items()}
             if self.best_metric and self.best_metric not in metrics:
@@ -298,12 +284,24 @@ class CheckpointManager:
 
     def wait(self) -> None:
         """Block until every pending asynchronous save is on disk (raises its errors)."""
+        self._check_open()
         self._mngr.wait_until_finished()
         self._mngr.check_for_errors()
 
     def close(self) -> None:
-        self._mngr.wait_until_finished()
-        self._mngr.close()
+        """Finish pending saves and release Orbax's threads (idempotent; closes even when
+        the last save failed, then raises that failure)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._mngr.wait_until_finished()
+        finally:
+            self._mngr.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"CheckpointManager on {self.directory} is closed")
 
     def __enter__(self) -> CheckpointManager:
         return self
@@ -316,19 +314,19 @@ class CheckpointManager:
         self,
         target: Any,
         step: int | Literal["latest", "best"] = "latest",
-        *,
-        fallback: bool = True,
     ) -> Restored | None:
         """Restore `step` ("latest", "best" or an int) into the structure and shardings of `target`.
 
         `target` is a pytree of arrays or `ShapeDtypeStruct`s (e.g. a freshly created train
         state on the current mesh), so a checkpoint saved on N devices restores onto M.
-        With `fallback`, a corrupt "latest"/"best" step is reported (warning + `skipped`) and
-        the next candidate is tried. Returns None when there is no checkpoint at all.
-        Raises `StructureMismatchError` naming the mismatching parameters,
-        `CorruptCheckpointError` when no candidate can be read, and `ValueError` for a step
-        that does not exist.
+        A corrupt "latest"/"best" step (unreadable bytes, metadata or files) is reported
+        (warning + `skipped`), moved to `corrupt_checkpoints/` (unless read-only) and the next
+        candidate is tried. Returns None when there is no checkpoint at all.
+        Raises `StructureMismatchError` naming the mismatching parameters of a readable
+        checkpoint, `CorruptCheckpointError` when no candidate can be read (a given step: that
+        it is corrupt, and the other steps), and `ValueError` for a step that does not exist.
         """
+        self._check_open()
         self._mngr.reload()
         steps = self.all_steps()
         if not steps:
@@ -350,8 +348,6 @@ class CheckpointManager:
             candidates = [int(step)]
         else:
             raise ValueError(f"step must be 'latest', 'best' or an int, got {step!r}")
-        if not fallback:
-            candidates = candidates[:1]
 
         abstract = abstract_like(target)
         skipped: list[str] = []
@@ -369,13 +365,23 @@ class CheckpointManager:
                     "restored the previous good checkpoint, step %d, instead", candidate
                 )
             return dataclasses.replace(restored, skipped=tuple(skipped))
+        if len(candidates) == 1 and step not in ("latest", "best"):
+            others = [s for s in steps if s != candidates[0]]
+            raise CorruptCheckpointError(
+                f"{skipped[0]}\nchoose another step ({others or 'none left'}) or 'latest'"
+            )
         raise CorruptCheckpointError(
             "no readable checkpoint among steps "
             f"{candidates} in {self.directory}:\n" + "\n".join(skipped)
         )
 
     def check_structure(self, step: int, target: Any) -> None:
-        """Raise `StructureMismatchError` if step's `state` arrays differ from `target`'s."""
+        """Raise `StructureMismatchError` if step's `state` arrays differ from `target`'s.
+
+        Unreadable array metadata (missing or damaged `state/_METADATA`), or metadata that
+        disagrees with the arrays listed in the `meta` item at save time, is corruption
+        (`CorruptCheckpointError`), not a mismatch: the architecture is then unknown.
+        """
         try:
             metadata = self._mngr.item_metadata(step)["state"]
             saved = flat_shapes(getattr(metadata, "tree", metadata))
@@ -383,12 +389,37 @@ class CheckpointManager:
             raise CorruptCheckpointError(
                 f"cannot read the array metadata ({type(e).__name__}: {_short(e)})"
             ) from e
+        if metadata is None or not saved:
+            raise CorruptCheckpointError(
+                "its array metadata (state/_METADATA) is missing or lists no arrays"
+            )
         lines = describe_mismatch(saved, flat_shapes(target))
         if lines:
+            self._check_metadata_against_meta(step, saved)
             raise StructureMismatchError(
                 f"checkpoint step {step} in {self.directory} does not match the model/optimizer "
                 "(another architecture, number of classes or optimizer?); mismatching arrays:\n  "
                 + "\n  ".join(lines)
+            )
+
+    def _check_metadata_against_meta(self, step: int, saved: Mapping[str, Any]) -> None:
+        """Corrupt unless the arrays of `saved` (non-empty ones) are those fingerprinted at
+        save time (the `meta` item): tells a damaged `_METADATA` from another architecture."""
+        try:
+            meta = self._mngr.restore(
+                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            )["meta"]
+            listed = set(meta["fingerprint"])
+        except Exception as e:
+            raise CorruptCheckpointError(
+                f"cannot read its 'meta' item ({type(e).__name__}: {_short(e)})"
+            ) from e
+        arrays = {path for path, (shape, _) in saved.items() if np.prod(shape) > 0}
+        missing = sorted(listed - arrays)  # scalars saved as NumPy scalars are not listed
+        if missing:
+            raise CorruptCheckpointError(
+                "its array metadata (state/_METADATA) lacks arrays that were saved: "
+                f"{missing[:10]}"
             )
 
     def _restore_step(self, step: int, abstract: Any) -> Restored:
@@ -484,10 +515,3 @@ def _short(e: BaseException, limit: int = 400) -> str:
     text = str(e).replace("\n", " ")
     return text if len(text) <= limit else text[:limit] + "..."
 
-
-def steps_on_disk(directory: str | os.PathLike) -> Sequence[int]:
-    """Finished step directories under `directory` (no Orbax manager needed)."""
-    path = Path(directory)
-    if not path.is_dir():
-        return []
-    return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
