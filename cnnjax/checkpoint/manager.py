@@ -10,18 +10,19 @@ Each step directory `<directory>/<step>/` holds four items:
 - `meta`: config and run metadata plus a fingerprint of every array of `state` (JSON);
 
 plus Orbax's `metrics` (the evaluation metrics that rank checkpoints for best-K retention).
+The item handlers live in `items.py`. A state holding NaN/Inf is never saved.
 
 Safety (Orbax 0.12.x, local file systems): a step is written into
 `<step>.orbax-checkpoint-tmp-*` and renamed only when complete, so a process that dies mid-write
 never replaces the previous good checkpoint (leftover tmp directories are ignored and cleaned up).
 Restoring checks the structure against the target first (a mismatch names the parameters),
-then the bytes (Orbax's CRC checks and our fingerprint); a corrupt step is reported, moved to
-`<directory>/../corrupt_checkpoints/`, and the previous step is restored instead.
+then the bytes (Orbax's CRC checks and our fingerprint); a corrupt step (unreadable bytes,
+metadata or files) is reported, moved to `<directory>/../corrupt_checkpoints/`, and the previous
+step is restored instead.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import logging
 import os
@@ -36,6 +37,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from cnnjax.checkpoint.items import (
+    JSON_ITEMS,
+    data_filename,
+    from_json,
+    handler_registry,
+    to_json,
+)
 from cnnjax.checkpoint.structure import (
     StructureMismatchError,
     abstract_like,
@@ -51,21 +59,12 @@ __all__ = [
     "CorruptCheckpointError",
     "NonFiniteCheckpointError",
     "Restored",
+    "data_filename",
     "from_json",
     "to_json",
 ]
 
 log = logging.getLogger("cnnjax.checkpoint")
-
-JSON_ITEMS = ("data", "loop", "meta")
-SHARED_JSON_ITEMS = ("loop", "meta")  # the same on every process: written by process 0 only
-DATA_FILE = "metadata"  # Orbax's JSON file name; process i > 0 appends `.process_<i>`
-
-
-def data_filename(process_index: int) -> str:
-    """File of process `process_index`'s data iterator state inside a step's `data` item."""
-    return DATA_FILE if process_index == 0 else f"{DATA_FILE}.process_{process_index}"
-
 
 def _this_process() -> int:
     return jax.process_index()
@@ -95,30 +94,6 @@ class CorruptCheckpointError(RuntimeError):
 
 class NonFiniteCheckpointError(RuntimeError):
     """The state to save holds NaN or Inf: saving it would poison every later resume."""
-
-
-def to_json(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars/arrays to Python values, `bytes` to `{"__bytes__": b64}`."""
-    if isinstance(value, bytes):
-        return {"__bytes__": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, Mapping):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    if isinstance(value, np.ndarray | np.generic | jax.Array):
-        return to_json(np.asarray(value).tolist())
-    return value
-
-
-def from_json(value: Any) -> Any:
-    """Inverse of `to_json` for `bytes` (lists stay lists)."""
-    if isinstance(value, Mapping):
-        if set(value) == {"__bytes__"}:
-            return base64.b64decode(value["__bytes__"])
-        return {k: from_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [from_json(v) for v in value]
-    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,7 +175,8 @@ class CheckpointManager:
         )
         self._closed = False
         self._mngr = ocp.CheckpointManager(
-            self.directory, options=options, handler_registry=_handler_registry()
+            self.directory, options=options,
+            handler_registry=handler_registry(_this_process()),
         )
 
     # -- queries ---------------------------------------------------------------------------
@@ -464,44 +440,6 @@ class CheckpointManager:
         shutil.move(str(source), str(dest))
         log.warning("moved corrupt checkpoint step %d to %s", step, dest)
         self._mngr.reload()
-
-
-def _handler_registry() -> Any:
-    """Handlers for our items, so metadata can be read before anything is saved or restored."""
-    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
-    standard = ocp.StandardCheckpointHandler()
-    registry.add("state", ocp.args.StandardSave, standard)
-    registry.add("state", ocp.args.StandardRestore, standard)
-    for name in SHARED_JSON_ITEMS:
-        handler = ocp.JsonCheckpointHandler()
-        registry.add(name, ocp.args.JsonSave, handler)
-        registry.add(name, ocp.args.JsonRestore, handler)
-    data = _ProcessJsonHandler(_this_process())
-    registry.add("data", ocp.args.JsonSave, data)
-    registry.add("data", ocp.args.JsonRestore, data)
-    return registry
-
-
-class _ProcessJsonHandler(ocp.JsonCheckpointHandler):
-    """Orbax's JSON handler writes from the primary process only; this one writes from every
-    process, each to its own file (`data_filename(process_index)`) in the shared item
-    directory (created by Orbax before any handler writes).
-
-    Restoring a file that process 0 wrote is required (missing = corrupt, as before); a
-    missing file of process i > 0 means the step was saved by fewer processes: None.
-    """
-
-    def __init__(self, process_index: int) -> None:
-        super().__init__(
-            data_filename(process_index),
-            multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=None),
-        )
-        self.process_index = process_index
-
-    def restore(self, directory: Any, item: Any = None, args: Any = None) -> Any:
-        if self.process_index > 0 and not (directory / self._filename).exists():
-            return None
-        return super().restore(directory, item, args)
 
 
 def _metric_getter(name: str):
