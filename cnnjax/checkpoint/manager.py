@@ -418,6 +418,12 @@ class CheckpointManager:
             raise CorruptCheckpointError(
                 f"the bytes of {len(bad)} arrays differ from those saved: {bad[:10]}"
             )
+        nonfinite = nonfinite_paths(out["state"])  # saved by a cnnjax without the save check
+        if nonfinite:
+            raise CorruptCheckpointError(
+                f"it holds NaN/Inf (saved by a run that diverged) in {len(nonfinite)} arrays: "
+                f"{nonfinite[:10]}"
+            )
         return Restored(
             step=step,
             state=out["state"],

@@ -17,6 +17,7 @@ from cnnjax.checkpoint import (
     StructureMismatchError,
     nonfinite_paths,
 )
+from cnnjax.checkpoint import manager as manager_lib
 
 
 def poisoned(value: float):
@@ -148,3 +149,17 @@ def test_close_releases_orbax_even_when_the_last_save_failed(tmp_path, monkeypat
     with pytest.raises(OSError, match="disk full"):
         m.close()
     assert closed == [True]
+
+
+def test_nonfinite_checkpoint_on_disk_is_corrupt_and_falls_back(tmp_path, monkeypatch):
+    """Workdirs written before the save check: the poisoned step is passed over."""
+    with CheckpointManager(tmp_path / "ckpt", async_save=False) as m:
+        m.save(1, make_state(step=1, seed=1))
+        monkeypatch.setattr(manager_lib, "nonfinite_paths", lambda tree: [])
+        m.save(2, poisoned(np.inf))
+        monkeypatch.undo()
+        r = m.restore(make_state())
+        assert m.all_steps() == [1]
+    assert r.step == 1 and "NaN/Inf (saved by a run that diverged) in 1 arrays: " \
+        "['params/Dense_0/kernel']" in r.skipped[0]
+    assert_trees_equal(r.state, make_state(step=1, seed=1))
