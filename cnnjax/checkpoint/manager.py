@@ -10,24 +10,25 @@ Each step directory `<directory>/<step>/` holds four items:
 - `meta`: config and run metadata plus a fingerprint of every array of `state` (JSON);
 
 plus Orbax's `metrics` (the evaluation metrics that rank checkpoints for best-K retention).
+The item handlers live in `items.py`. A state holding NaN/Inf is never saved.
 
 Safety (Orbax 0.12.x, local file systems): a step is written into
 `<step>.orbax-checkpoint-tmp-*` and renamed only when complete, so a process that dies mid-write
 never replaces the previous good checkpoint (leftover tmp directories are ignored and cleaned up).
 Restoring checks the structure against the target first (a mismatch names the parameters),
-then the bytes (Orbax's CRC checks and our fingerprint); a corrupt step is reported, moved to
-`<directory>/../corrupt_checkpoints/`, and the previous step is restored instead.
+then the bytes (Orbax's CRC checks and our fingerprint); a corrupt step (unreadable bytes,
+metadata or files) is reported, moved to `<directory>/../corrupt_checkpoints/`, and the previous
+step is restored instead.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,35 +37,34 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from cnnjax.checkpoint.items import (
+    JSON_ITEMS,
+    data_filename,
+    from_json,
+    handler_registry,
+    to_json,
+)
 from cnnjax.checkpoint.structure import (
     StructureMismatchError,
     abstract_like,
     describe_mismatch,
     flat_shapes,
+    nonfinite_paths,
     tree_fingerprint,
 )
+from cnnjax.checkpoint.workdir import ensure_writable
 
 __all__ = [
     "CheckpointManager",
     "CorruptCheckpointError",
+    "NonFiniteCheckpointError",
     "Restored",
-    "WorkdirNotWritableError",
-    "ensure_writable",
+    "data_filename",
     "from_json",
     "to_json",
 ]
 
 log = logging.getLogger("cnnjax.checkpoint")
-
-JSON_ITEMS = ("data", "loop", "meta")
-SHARED_JSON_ITEMS = ("loop", "meta")  # the same on every process: written by process 0 only
-DATA_FILE = "metadata"  # Orbax's JSON file name; process i > 0 appends `.process_<i>`
-
-
-def data_filename(process_index: int) -> str:
-    """File of process `process_index`'s data iterator state inside a step's `data` item."""
-    return DATA_FILE if process_index == 0 else f"{DATA_FILE}.process_{process_index}"
-
 
 def _this_process() -> int:
     return jax.process_index()
@@ -92,57 +92,8 @@ class CorruptCheckpointError(RuntimeError):
     """A checkpoint step exists but cannot be read back intact."""
 
 
-class WorkdirNotWritableError(OSError):
-    """The work directory cannot be created or written to."""
-
-
-def ensure_writable(directory: str | os.PathLike) -> Path:
-    """Create `directory` if needed and prove it is writable (write, fsync, delete a probe file).
-
-    Raises `WorkdirNotWritableError` naming the directory and the OS error, so an unwritable
-    workdir fails at start rather than at the first checkpoint an hour later.
-    """
-    path = Path(directory).expanduser().absolute()
-    probe = path / f".write_probe_{os.getpid()}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, b"ok")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        probe.unlink()
-    except OSError as e:
-        raise WorkdirNotWritableError(
-            f"workdir {str(path)!r} is not writable ({type(e).__name__}: {e}); "
-            "pass a directory you can create and write to"
-        ) from e
-    return path
-
-
-def to_json(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars/arrays to Python values, `bytes` to `{"__bytes__": b64}`."""
-    if isinstance(value, bytes):
-        return {"__bytes__": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, Mapping):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    if isinstance(value, np.ndarray | np.generic | jax.Array):
-        return to_json(np.asarray(value).tolist())
-    return value
-
-
-def from_json(value: Any) -> Any:
-    """Inverse of `to_json` for `bytes` (lists stay lists)."""
-    if isinstance(value, Mapping):
-        if set(value) == {"__bytes__"}:
-            return base64.b64decode(value["__bytes__"])
-        return {k: from_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [from_json(v) for v in value]
-    return value
+class NonFiniteCheckpointError(RuntimeError):
+    """The state to save holds NaN or Inf: saving it would poison every later resume."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,8 +173,10 @@ class CheckpointManager:
             create=not read_only,
             cleanup_tmp_directories=not read_only,
         )
+        self._closed = False
         self._mngr = ocp.CheckpointManager(
-            self.directory, options=options, handler_registry=_handler_registry()
+            self.directory, options=options,
+            handler_registry=handler_registry(_this_process()),
         )
 
     # -- queries ---------------------------------------------------------------------------
@@ -272,13 +225,22 @@ class CheckpointManager:
         """Save one checkpoint at `step` (asynchronously when enabled).
 
         Returns False (and saves nothing) if `step` is already saved. `metrics` rank this step
-        for best-K retention and must contain `best_metric` when given.
+        for best-K retention and must contain `best_metric` when given. Raises
+        `NonFiniteCheckpointError` (and saves nothing) when a floating array of `state` holds
+        NaN or Inf: a checkpoint is always a state a run can resume from.
         """
+        self._check_open()
         if self.read_only:
             raise ValueError(f"CheckpointManager on {self.directory} is read-only; cannot save")
         step = int(step)
         if step in self._mngr.all_steps():
             return False
+        bad = nonfinite_paths(state)  # on device, before the asynchronous write starts
+        if bad:
+            raise NonFiniteCheckpointError(
+                f"refusing to save checkpoint step {step} in {self.directory}: NaN/Inf in "
+                f"{len(bad)} arrays: {', '.join(bad[:10])}{', ...' if len(bad) > 10 else ''}"
+            )
         if metrics is not None:
             metrics = {k: float(v) for k, v in to_json(dict(metrics)).items()}
             if self.best_metric and self.best_metric not in metrics:
@@ -298,12 +260,24 @@ class CheckpointManager:
 
     def wait(self) -> None:
         """Block until every pending asynchronous save is on disk (raises its errors)."""
+        self._check_open()
         self._mngr.wait_until_finished()
         self._mngr.check_for_errors()
 
     def close(self) -> None:
-        self._mngr.wait_until_finished()
-        self._mngr.close()
+        """Finish pending saves and release Orbax's threads (idempotent; closes even when
+        the last save failed, then raises that failure)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._mngr.wait_until_finished()
+        finally:
+            self._mngr.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"CheckpointManager on {self.directory} is closed")
 
     def __enter__(self) -> CheckpointManager:
         return self
@@ -316,19 +290,19 @@ class CheckpointManager:
         self,
         target: Any,
         step: int | Literal["latest", "best"] = "latest",
-        *,
-        fallback: bool = True,
     ) -> Restored | None:
         """Restore `step` ("latest", "best" or an int) into the structure and shardings of `target`.
 
         `target` is a pytree of arrays or `ShapeDtypeStruct`s (e.g. a freshly created train
         state on the current mesh), so a checkpoint saved on N devices restores onto M.
-        With `fallback`, a corrupt "latest"/"best" step is reported (warning + `skipped`) and
-        the next candidate is tried. Returns None when there is no checkpoint at all.
-        Raises `StructureMismatchError` naming the mismatching parameters,
-        `CorruptCheckpointError` when no candidate can be read, and `ValueError` for a step
-        that does not exist.
+        A corrupt "latest"/"best" step (unreadable bytes, metadata or files) is reported
+        (warning + `skipped`), moved to `corrupt_checkpoints/` (unless read-only) and the next
+        candidate is tried. Returns None when there is no checkpoint at all.
+        Raises `StructureMismatchError` naming the mismatching parameters of a readable
+        checkpoint, `CorruptCheckpointError` when no candidate can be read (a given step: that
+        it is corrupt, and the other steps), and `ValueError` for a step that does not exist.
         """
+        self._check_open()
         self._mngr.reload()
         steps = self.all_steps()
         if not steps:
@@ -350,8 +324,6 @@ class CheckpointManager:
             candidates = [int(step)]
         else:
             raise ValueError(f"step must be 'latest', 'best' or an int, got {step!r}")
-        if not fallback:
-            candidates = candidates[:1]
 
         abstract = abstract_like(target)
         skipped: list[str] = []
@@ -369,13 +341,23 @@ class CheckpointManager:
                     "restored the previous good checkpoint, step %d, instead", candidate
                 )
             return dataclasses.replace(restored, skipped=tuple(skipped))
+        if len(candidates) == 1 and step not in ("latest", "best"):
+            others = [s for s in steps if s != candidates[0]]
+            raise CorruptCheckpointError(
+                f"{skipped[0]}\nchoose another step ({others or 'none left'}) or 'latest'"
+            )
         raise CorruptCheckpointError(
             "no readable checkpoint among steps "
             f"{candidates} in {self.directory}:\n" + "\n".join(skipped)
         )
 
     def check_structure(self, step: int, target: Any) -> None:
-        """Raise `StructureMismatchError` if step's `state` arrays differ from `target`'s."""
+        """Raise `StructureMismatchError` if step's `state` arrays differ from `target`'s.
+
+        Unreadable array metadata (missing or damaged `state/_METADATA`), or metadata that
+        disagrees with the arrays listed in the `meta` item at save time, is corruption
+        (`CorruptCheckpointError`), not a mismatch: the architecture is then unknown.
+        """
         try:
             metadata = self._mngr.item_metadata(step)["state"]
             saved = flat_shapes(getattr(metadata, "tree", metadata))
@@ -383,12 +365,37 @@ class CheckpointManager:
             raise CorruptCheckpointError(
                 f"cannot read the array metadata ({type(e).__name__}: {_short(e)})"
             ) from e
+        if metadata is None or not saved:
+            raise CorruptCheckpointError(
+                "its array metadata (state/_METADATA) is missing or lists no arrays"
+            )
         lines = describe_mismatch(saved, flat_shapes(target))
         if lines:
+            self._check_metadata_against_meta(step, saved)
             raise StructureMismatchError(
                 f"checkpoint step {step} in {self.directory} does not match the model/optimizer "
                 "(another architecture, number of classes or optimizer?); mismatching arrays:\n  "
                 + "\n  ".join(lines)
+            )
+
+    def _check_metadata_against_meta(self, step: int, saved: Mapping[str, Any]) -> None:
+        """Corrupt unless the arrays of `saved` (non-empty ones) are those fingerprinted at
+        save time (the `meta` item): tells a damaged `_METADATA` from another architecture."""
+        try:
+            meta = self._mngr.restore(
+                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            )["meta"]
+            listed = set(meta["fingerprint"])
+        except Exception as e:
+            raise CorruptCheckpointError(
+                f"cannot read its 'meta' item ({type(e).__name__}: {_short(e)})"
+            ) from e
+        arrays = {path for path, (shape, _) in saved.items() if np.prod(shape) > 0}
+        missing = sorted(listed - arrays)  # scalars saved as NumPy scalars are not listed
+        if missing:
+            raise CorruptCheckpointError(
+                "its array metadata (state/_METADATA) lacks arrays that were saved: "
+                f"{missing[:10]}"
             )
 
     def _restore_step(self, step: int, abstract: Any) -> Restored:
@@ -410,6 +417,12 @@ class CheckpointManager:
         if bad:
             raise CorruptCheckpointError(
                 f"the bytes of {len(bad)} arrays differ from those saved: {bad[:10]}"
+            )
+        nonfinite = nonfinite_paths(out["state"])  # saved by a cnnjax without the save check
+        if nonfinite:
+            raise CorruptCheckpointError(
+                f"it holds NaN/Inf (saved by a run that diverged) in {len(nonfinite)} arrays: "
+                f"{nonfinite[:10]}"
             )
         return Restored(
             step=step,
@@ -435,44 +448,6 @@ class CheckpointManager:
         self._mngr.reload()
 
 
-def _handler_registry() -> Any:
-    """Handlers for our items, so metadata can be read before anything is saved or restored."""
-    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
-    standard = ocp.StandardCheckpointHandler()
-    registry.add("state", ocp.args.StandardSave, standard)
-    registry.add("state", ocp.args.StandardRestore, standard)
-    for name in SHARED_JSON_ITEMS:
-        handler = ocp.JsonCheckpointHandler()
-        registry.add(name, ocp.args.JsonSave, handler)
-        registry.add(name, ocp.args.JsonRestore, handler)
-    data = _ProcessJsonHandler(_this_process())
-    registry.add("data", ocp.args.JsonSave, data)
-    registry.add("data", ocp.args.JsonRestore, data)
-    return registry
-
-
-class _ProcessJsonHandler(ocp.JsonCheckpointHandler):
-    """Orbax's JSON handler writes from the primary process only; this one writes from every
-    process, each to its own file (`data_filename(process_index)`) in the shared item
-    directory (created by Orbax before any handler writes).
-
-    Restoring a file that process 0 wrote is required (missing = corrupt, as before); a
-    missing file of process i > 0 means the step was saved by fewer processes: None.
-    """
-
-    def __init__(self, process_index: int) -> None:
-        super().__init__(
-            data_filename(process_index),
-            multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=None),
-        )
-        self.process_index = process_index
-
-    def restore(self, directory: Any, item: Any = None, args: Any = None) -> Any:
-        if self.process_index > 0 and not (directory / self._filename).exists():
-            return None
-        return super().restore(directory, item, args)
-
-
 def _metric_getter(name: str):
     def get(metrics: Mapping[str, Any]) -> float:
         return float(metrics[name])
@@ -484,10 +459,3 @@ def _short(e: BaseException, limit: int = 400) -> str:
     text = str(e).replace("\n", " ")
     return text if len(text) <= limit else text[:limit] + "..."
 
-
-def steps_on_disk(directory: str | os.PathLike) -> Sequence[int]:
-    """Finished step directories under `directory` (no Orbax manager needed)."""
-    path = Path(directory)
-    if not path.is_dir():
-        return []
-    return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())

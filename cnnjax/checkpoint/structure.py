@@ -17,6 +17,7 @@ __all__ = [
     "abstract_like",
     "describe_mismatch",
     "flat_shapes",
+    "nonfinite_paths",
     "tree_fingerprint",
 ]
 
@@ -190,3 +191,39 @@ def tree_fingerprint(tree: Any) -> dict[str, int]:
         values = jax.device_get(_fingerprints([on_device[i][1] for i in indices]))
         out.update({on_device[i][0]: int(v) for i, v in zip(indices, values, strict=True)})
     return out
+
+
+@jax.jit
+def _finite_flags(leaves: list[jax.Array]) -> jax.Array:
+    return jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves])
+
+
+def _is_floating(x: Any) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return (dtype is not None and not _is_key_array(x)
+            and jnp.issubdtype(dtype, jnp.inexact) and np.prod(x.shape) > 0)
+
+
+def nonfinite_paths(tree: Any) -> list[str]:
+    """Paths of the floating leaves of `tree` holding any NaN or Inf (empty: all finite).
+
+    JAX arrays are checked on their devices: one jitted reduction per set of devices (all of
+    a train state's arrays usually share one), one small transfer of per-leaf flags; NumPy
+    arrays on the host.
+    """
+    bad: list[str] = []
+    on_device: dict[Any, list[tuple[str, jax.Array]]] = {}
+    for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if not isinstance(leaf, jax.Array | np.ndarray) or not _is_floating(leaf):
+            continue
+        if isinstance(leaf, np.ndarray):
+            if not np.isfinite(leaf).all():
+                bad.append(path_str(p))
+            continue
+        leaf = _one_copy(leaf)
+        on_device.setdefault(frozenset(leaf.sharding.device_set), []).append((path_str(p), leaf))
+    groups = list(on_device.values())
+    flags = jax.device_get([_finite_flags([leaf for _, leaf in g]) for g in groups])
+    for group, finite in zip(groups, flags, strict=True):
+        bad.extend(name for (name, _), ok in zip(group, finite, strict=True) if not ok)
+    return sorted(bad)
