@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnjax.data.checks import IGNORE_LABEL, check_labels, check_masks
 from cnnjax.data.info import DataInfo
 
 __all__ = ["ArraySource"]
@@ -21,6 +22,11 @@ class ArraySource:
       masks: uint8 (N, H, W) for segmentation, or None.
       info: the data set's metadata.
       indices: optional int (M,) selection of records (a split of the arrays), in order.
+      split: the split's name, for error messages.
+      ignore_label: the one mask value allowed besides 0..num_classes-1 (None: none).
+
+    Raises ValueError when a selected record's label is outside 0..num_classes-1, or a mask
+    pixel is neither a class id nor `ignore_label` (see `cnnjax.data.checks`).
     """
 
     def __init__(
@@ -31,6 +37,8 @@ class ArraySource:
         masks: np.ndarray | None = None,
         info: DataInfo,
         indices: np.ndarray | None = None,
+        split: str | None = None,
+        ignore_label: int | None = IGNORE_LABEL,
     ) -> None:
         images = np.asarray(images)
         if images.dtype != np.uint8:
@@ -60,6 +68,22 @@ class ArraySource:
         if self._indices.size and (self._indices.min() < 0 or self._indices.max() >= n):
             raise ValueError(f"indices must lie in [0, {n}), got {self._indices.min()}..")
         self.info = info
+        self._check_ranges(split, ignore_label)
+
+    def _check_ranges(self, split: str | None, ignore_label: int | None) -> None:
+        """Check the labels / masks of this source's records: the whole arrays first (one
+        min/max pass), then, if they hold bad values, only the records of this split."""
+        k, name = self.info.num_classes, self.info.name
+        for array, check, extra in (
+            (self._labels, check_labels, {}),
+            (self._masks, check_masks, {"ignore_label": ignore_label}),
+        ):
+            if array is None:
+                continue
+            try:
+                check(array, k, name, split, **extra)
+            except ValueError:
+                check(array[self._indices], k, name, split, **extra)
 
     def __len__(self) -> int:
         return len(self._indices)

@@ -208,7 +208,7 @@ def mnist_like_source(
     if split != "test":
         indices = _holdout_indices(len(images), split, val_size, split_seed, name)
     info = _with_names(info, _names(arrays, info.class_names))
-    return ArraySource(images, labels=labels, info=info, indices=indices)
+    return ArraySource(images, labels=labels, info=info, indices=indices, split=split)
 
 
 def _with_names(info: DataInfo, names: tuple[str, ...]) -> DataInfo:
@@ -245,7 +245,7 @@ def cifar10_source(
     bounds = {"test": (0, test_size), "val": (test_size, test_size + val_size)}
     lo, hi = bounds.get(split, (test_size + val_size, num))
     info = _with_names(CIFAR10_INFO, _names(arrays, CIFAR10_INFO.class_names))
-    return ArraySource(images, labels=labels, info=info, indices=order[lo:hi])
+    return ArraySource(images, labels=labels, info=info, indices=order[lo:hi], split=split)
 
 
 def isbi2012_source(
@@ -272,4 +272,6 @@ def isbi2012_source(
     if not 0 < val_size < num:
         raise ValueError(f"val_size={val_size}: expected 0 < val_size < {num}")
     lo, hi = (num - val_size, num) if split == "val" else (0, num - val_size)
-    return ArraySource(images, masks=masks, info=ISBI2012_INFO, indices=np.arange(lo, hi))
+    return ArraySource(
+        images, masks=masks, info=ISBI2012_INFO, indices=np.arange(lo, hi), split=split
+    )

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnjax.data.checks import IGNORE_LABEL, check_masks
 from cnnjax.data.info import DataInfo
 
 PREPARE_HINT = (
@@ -95,6 +96,10 @@ class TfdsSource:
         "segmentation_mask") makes it a segmentation source.
       mask_offset: subtracted from every mask value (e.g. 1 for oxford_iiit_pet's trimap
         1, 2, 3 -> 0, 1, 2).
+      ignore_label: the one mask value allowed besides 0..num_classes-1 (None: none); a
+        record with any other value raises ValueError when read (checking every mask at
+        opening would read the whole data set). Labels come from TFDS's ClassLabel feature,
+        in range by construction.
       num_classes: number of mask values for segmentation (the label feature's for
         classification is read from the metadata).
       mean, std: per-channel statistics on the 0..1 scale; default: estimated from up to
@@ -111,6 +116,7 @@ class TfdsSource:
         label_key: str = "label",
         mask_key: str | None = None,
         mask_offset: int = 0,
+        ignore_label: int | None = IGNORE_LABEL,
         num_classes: int | None = None,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
@@ -124,8 +130,11 @@ class TfdsSource:
                 )
         self._image_key, self._label_key, self._mask_key = image_key, label_key, mask_key
         self._mask_offset = int(mask_offset)
+        self._ignore_label = ignore_label
+        self._split = split
         image_shape = tuple(features[image_key].shape)
         names, task = _class_names(features, label_key, mask_key, num_classes)
+        self._name, self._num_classes = f"tfds:{name}", len(names)
         if mean is None or std is None:
             mean, std = self._estimate_stats(image_shape[-1])
         self.info = DataInfo(
@@ -177,6 +186,10 @@ class TfdsSource:
                 f"mask_offset={self._mask_offset}) do not fit uint8 0..255"
             )
         mask = mask.astype(np.uint8)
+        try:
+            check_masks(mask, self._num_classes, self._name, self._split, self._ignore_label)
+        except ValueError as error:
+            raise ValueError(f"record {index}: {error}") from None
         return {"image": image, "mask": mask}
 
     def __repr__(self) -> str:
