@@ -97,5 +97,10 @@ class ArraySource:
             record["mask"] = self._masks[i]
         return record
 
+    @property
+    def labels(self) -> np.ndarray | None:
+        """The int labels (M,) of this source's records, or None (no labels)."""
+        return None if self._labels is None else self._labels[self._indices]
+
     def __repr__(self) -> str:
         return f"ArraySource(name={self.info.name!r}, num_records={len(self)})"

@@ -199,6 +199,13 @@ class ShapesSource:
         num_shapes = int(rng.integers(1, 5))
         return sample_scene(rng, self.image_size, self.channels, num_shapes, (0.12, 0.3))
 
+    @property
+    def labels(self) -> np.ndarray | None:
+        """int64 (N,) labels of every record, without drawing images (None: segmentation)."""
+        if self.task != "classification":
+            return None
+        return np.array([self.describe(i).shapes[0].cls for i in range(len(self))], np.int64)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         scene = self.describe(int(index))
         image, mask = render(scene, self.image_size)

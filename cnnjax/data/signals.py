@@ -137,6 +137,11 @@ class SignalsSource:
         """The class of record `index`."""
         return int(self._rng(index).integers(len(CLASS_NAMES)))
 
+    @property
+    def labels(self) -> np.ndarray:
+        """int64 (N,) classes of every record, without synthesising the signals."""
+        return np.array([self.label(i) for i in range(len(self))], np.int64)
+
     def _rng(self, index: int) -> np.random.Generator:
         if not 0 <= index < self.num_examples:
             raise IndexError(f"index={index}: expected 0 <= index < {self.num_examples}")

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from cnnjax.data import local, shapes, signals
 from cnnjax.data.info import DataInfo, NameList
+from cnnjax.data.subset import SUBSET_OPTIONS, labelled_subset
 from cnnjax.data.tfds_source import TfdsSource
 from cnnjax.registry import Registry
 
@@ -125,10 +126,17 @@ def get_source(
       data_dir: folder of the local archives (falls back to `$CNNJAX_DATA_DIR`) or the TFDS
         data directory; ignored by the procedural data sets.
       **options: data-set specific, e.g. `num_examples`, `image_size`, `channels`, `seed` for
-        `shapes`; `val_size`, `split_seed` for `mnist`.
+        `shapes`; `val_size`, `split_seed` for `mnist`. Every data set also takes
+        `num_labelled` and `subset_seed`: train on a seeded, class-stratified subset of the
+        "train" records (few-label transfer; see `cnnjax.data.subset`).
     """
     if not isinstance(name, str):
         raise TypeError(f"name={name!r}: expected a data set name (str), one of {NAMES}")
+    subset = {key: options.pop(key) for key in SUBSET_OPTIONS if key in options}
+    return labelled_subset(_build(name, split, data_dir, options), split, **subset)
+
+
+def _build(name: str, split: str, data_dir: Any, options: dict[str, Any]) -> Source:
     if name.startswith("tfds:"):
         return TfdsSource(name[len("tfds:") :], split, data_dir, **options)
     if name not in SOURCES:
@@ -151,4 +159,4 @@ def get_info(name: str, data_dir: str | os.PathLike | None = None, **options: An
         return get_source(name, "train", data_dir, **options).info
     if isinstance(entry.info, DataInfo):
         return entry.info
-    return entry.info(**options)
+    return entry.info(**{k: v for k, v in options.items() if k not in SUBSET_OPTIONS})
