@@ -74,7 +74,7 @@ from cnnjax.train.parallel import (
     shard_batch,
 )
 from cnnjax.train.state import TrainState
-from cnnjax.train.tasks import Task, valid_weights
+from cnnjax.train.tasks import Task, combine_loss_terms, valid_weights
 
 STRATEGIES = ("jit", "shard_map", "pmap")
 PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -169,12 +169,12 @@ def _reducer(axis: str | None) -> Callable[[Any], Any]:
     return lambda tree: jax.tree.map(lambda x: lax.psum(x, axis), tree)
 
 
-def _loss_from_terms(terms: Mapping[str, Any], total: Callable[[Any], Any]) -> jax.Array:
-    """Sum over terms of `local sum / global count`: psum of it is the global loss."""
-    loss = jnp.zeros((), jnp.float32)
-    for value, count in terms.values():
-        loss = loss + value / jnp.maximum(lax.stop_gradient(total(count)), 1.0)
-    return loss
+def _global_loss(terms: Mapping[str, Any], total: Callable[[Any], Any]) -> jax.Array:
+    """`combine_loss_terms` with each count summed over devices (no gradient through it):
+    per device the local sum / global count, so its psum is the global loss."""
+    return combine_loss_terms(
+        {name: (value, lax.stop_gradient(total(count))) for name, (value, count) in terms.items()}
+    )
 
 
 def _metrics(
@@ -229,7 +229,7 @@ def _train_body(
     def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, dict[str, Any]]]:
         logits, new_model_state = _apply(model, params, state.model_state, x, train=True, rng=rng)
         logits = logits.astype(jnp.float32)
-        return _loss_from_terms(task.loss_terms(logits, batch), total), (logits, new_model_state)
+        return _global_loss(task.loss_terms(logits, batch), total), (logits, new_model_state)
 
     params = state.params
     if vary:
@@ -267,7 +267,7 @@ def _eval_body(
     x = _images(batch, compute_dtype)
     logits, _ = _apply(model, state.params, state.model_state, x, train=False, rng=None)
     logits = logits.astype(jnp.float32)
-    loss = total(_loss_from_terms(task.loss_terms(logits, batch), total))
+    loss = total(_global_loss(task.loss_terms(logits, batch), total))
     return _metrics(task, logits, batch, loss, total)
 
 
