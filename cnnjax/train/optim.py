@@ -1,6 +1,8 @@
 """Optimizers and learning-rate schedules from a config, through Optax.
 
-A config is a dict or an `ml_collections.ConfigDict` with these fields (defaults in
+A config is a run config (`cnnjax.train.config.default_config()`: its `optimizer` and
+`schedule` groups are read, the schedule's `name` being the `schedule` field below), or a flat
+dict or `ml_collections.ConfigDict` with these fields (defaults in
 brackets; unknown fields are an error, so a typo cannot pass silently):
 
     name              sgd | momentum | nesterov | adam | adamw | lamb | lars
@@ -57,7 +59,18 @@ _FIELDS = frozenset(
 Schedule = Callable[[Any], jax.Array]
 
 
+def _from_run_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A run config's `optimizer` and `schedule` groups as one flat config (None = default)."""
+    flat = {k: v for k, v in dict(cfg["optimizer"]).items() if v is not None}
+    schedule = {k: v for k, v in dict(cfg["schedule"]).items() if v is not None}
+    if "name" in schedule:
+        flat["schedule"] = schedule.pop("name")
+    return {**flat, **schedule}
+
+
 def _as_dict(cfg: Any) -> dict[str, Any]:
+    """`cfg` as a flat dict of `_FIELDS`: an optimizer config, or a whole run config
+    (`cnnjax.train.config`), whose `optimizer` and `schedule` groups are read."""
     if hasattr(cfg, "to_dict"):
         cfg = cfg.to_dict()
     if not isinstance(cfg, Mapping):
@@ -65,6 +78,8 @@ def _as_dict(cfg: Any) -> dict[str, Any]:
             f"optimizer config {cfg!r}; expected a dict or an ml_collections.ConfigDict"
         )
     cfg = dict(cfg)
+    if isinstance(cfg.get("optimizer"), Mapping) and isinstance(cfg.get("schedule"), Mapping):
+        cfg = _from_run_config(cfg)
     unknown = sorted(set(cfg) - _FIELDS)
     if unknown:
         raise ValueError(
