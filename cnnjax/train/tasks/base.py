@@ -89,7 +89,7 @@ def finalize_pairs(summed: Mapping[str, Pair]) -> dict[str, float]:
     return out
 
 
-def _require(batch: Batch, key: str, task: str) -> jax.Array:
+def require_key(batch: Batch, key: str, task: str) -> jax.Array:
     if key not in batch:
         raise ValueError(f"{task} task needs batch[{key!r}]; the batch has keys {sorted(batch)}")
     return jnp.asarray(batch[key])

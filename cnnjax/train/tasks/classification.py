@@ -7,7 +7,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from cnnjax.train.tasks.base import Batch, Pair, Task, _require, finalize_pairs, valid_weights
+from cnnjax.train.tasks.base import Batch, Pair, Task, finalize_pairs, require_key, valid_weights
 
 # --------------------------------------------------------------------------- classification
 
@@ -20,7 +20,7 @@ def _class_targets(logits: jax.Array, batch: Batch, label_key: str
             f"classification logits have shape {logits.shape}; expected (batch, classes)"
         )
     b, k = logits.shape
-    labels = _require(batch, label_key, "classification")
+    labels = require_key(batch, label_key, "classification")
     if labels.shape == (b,):
         if not jnp.issubdtype(labels.dtype, jnp.integer):
             raise TypeError(
@@ -86,7 +86,7 @@ def classification(label_smoothing: float = 0.0, *, label_key: str = "label") ->
 
 def _binary_prepare(logits: jax.Array, batch: Batch, label_key: str
                     ) -> tuple[jax.Array, jax.Array]:
-    labels = _require(batch, label_key, "binary")
+    labels = require_key(batch, label_key, "binary")
     if logits.ndim == labels.ndim + 1 and logits.shape[-1] == 1:
         logits = logits[..., 0]
     if logits.shape != labels.shape:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax.train.tasks.base import Batch, Pair, Task, _require, finalize_pairs, valid_weights
+from cnnjax.train.tasks.base import Batch, Pair, Task, finalize_pairs, require_key, valid_weights
 
 SEGMENTATION_LOSSES = ("ce", "dice", "ce+dice")
 
@@ -31,7 +31,7 @@ class _Segmentation:
                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """(target in range, per-pixel weights, float32 logits)."""
         c = self.num_classes
-        mask = _require(batch, self.mask_key, "segmentation")
+        mask = require_key(batch, self.mask_key, "segmentation")
         if logits.ndim < 3 or logits.shape[-1] != c or mask.shape != logits.shape[:-1]:
             raise ValueError(
                 f"segmentation logits {logits.shape} and batch[{self.mask_key!r}] {mask.shape} "
