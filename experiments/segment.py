@@ -14,13 +14,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from experiments.common import run
+from experiments.common import main as common_main
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run with `argv` (argv[0] is the program name; default `sys.argv`); returns the exit code."""
-    return run(sys.argv if argv is None else argv, task="segmentation",
-               default_config="shapes_seg.py")
+    return common_main(argv, task="segmentation", default_config="shapes_seg.py")
 
 
 if __name__ == "__main__":

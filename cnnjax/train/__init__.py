@@ -50,7 +50,6 @@ from cnnjax.train.tasks import (
     combine_loss_terms,
     confusion_metrics,
     finalize_pairs,
-    multilabel,
     segmentation,
 )
 
@@ -80,7 +79,6 @@ __all__ = [
     "make_schedule",
     "make_train_step",
     "merge_metrics",
-    "multilabel",
     "param_count",
     "path_name",
     "pmap_batch",

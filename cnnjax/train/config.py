@@ -47,16 +47,57 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import ml_collections
 from ml_collections import config_dict
 
+from cnnjax import data, models
+from cnnjax.train.determinism import configure_determinism
+from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
+from cnnjax.train.steps import PRECISIONS, STRATEGIES
+from cnnjax.train.tasks import SEGMENTATION_LOSSES
+
 __all__ = [
     "default_config",
+    "prepare_config",
     "resolve_config",
     "validate_config",
 ]
 
 _FREE_FORM = ("model_options", "dataset_options")
+
+
+def _optimizer_defaults() -> ml_collections.ConfigDict:
+    """The `optimizer` group (None: the optimizer's own default)."""
+    g = ml_collections.ConfigDict()
+    g.name = "adamw"
+    g.learning_rate = 1e-3
+    g.momentum = config_dict.placeholder(float)
+    g.nesterov = config_dict.placeholder(bool)
+    g.b1 = config_dict.placeholder(float)
+    g.b2 = config_dict.placeholder(float)
+    g.eps = config_dict.placeholder(float)
+    g.weight_decay = 0.0
+    g.grad_clip_norm = config_dict.placeholder(float)
+    g.accumulate_steps = 1
+    g.freeze = ()
+    g.trust_coefficient = config_dict.placeholder(float)
+    return g
+
+
+def _schedule_defaults() -> ml_collections.ConfigDict:
+    """The `schedule` group (None: the schedule's own default)."""
+    g = ml_collections.ConfigDict()
+    g.name = "constant"
+    g.warmup_steps = 0
+    g.final_learning_rate = config_dict.placeholder(float)
+    g.boundaries = config_dict.placeholder(tuple)
+    g.step_size = config_dict.placeholder(int)
+    g.decay_factor = config_dict.placeholder(float)
+    g.pct_start = config_dict.placeholder(float)
+    g.div_factor = config_dict.placeholder(float)
+    g.final_div_factor = config_dict.placeholder(float)
+    return g
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -79,30 +120,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.num_epochs = 5
     c.num_train_steps = config_dict.placeholder(int)
 
-    c.optimizer = ml_collections.ConfigDict()
-    c.optimizer.name = "adamw"
-    c.optimizer.learning_rate = 1e-3
-    c.optimizer.momentum = config_dict.placeholder(float)
-    c.optimizer.nesterov = config_dict.placeholder(bool)
-    c.optimizer.b1 = config_dict.placeholder(float)
-    c.optimizer.b2 = config_dict.placeholder(float)
-    c.optimizer.eps = config_dict.placeholder(float)
-    c.optimizer.weight_decay = 0.0
-    c.optimizer.grad_clip_norm = config_dict.placeholder(float)
-    c.optimizer.accumulate_steps = 1
-    c.optimizer.freeze = ()
-    c.optimizer.trust_coefficient = config_dict.placeholder(float)
-
-    c.schedule = ml_collections.ConfigDict()
-    c.schedule.name = "constant"
-    c.schedule.warmup_steps = 0
-    c.schedule.final_learning_rate = config_dict.placeholder(float)
-    c.schedule.boundaries = config_dict.placeholder(tuple)
-    c.schedule.step_size = config_dict.placeholder(int)
-    c.schedule.decay_factor = config_dict.placeholder(float)
-    c.schedule.pct_start = config_dict.placeholder(float)
-    c.schedule.div_factor = config_dict.placeholder(float)
-    c.schedule.final_div_factor = config_dict.placeholder(float)
+    c.optimizer = _optimizer_defaults()
+    c.schedule = _schedule_defaults()
 
     c.eval_every_steps = config_dict.placeholder(int)
     c.checkpoint_every_steps = config_dict.placeholder(int)
@@ -186,20 +205,8 @@ def _choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"config.{name}={value!r}; expected one of {choices}")
 
 
-def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:
-    """Check every field before anything expensive; raise `ValueError`/`TypeError` naming it.
-
-    Checks names against the registries (model, data set, optimizer, schedule, strategy,
-    precision), numbers, and that the global batch sizes split evenly over `num_devices`
-    (default: `config.parallel.num_devices` or every device).
-    """
-    import jax
-
-    from cnnjax import data, models
-    from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
-    from cnnjax.train.steps import PRECISIONS, STRATEGIES
-    from cnnjax.train.tasks import SEGMENTATION_LOSSES
-
+def _check_names(config: ml_collections.ConfigDict) -> None:
+    """Names looked up in a registry or a fixed list, and the learning rate."""
     _int(config, "seed", minimum=0)
     if config.model not in models.list_models():
         raise ValueError(
@@ -222,6 +229,9 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
     if isinstance(lr, bool) or not isinstance(lr, int | float) or lr < 0:
         raise ValueError(f"config.optimizer.learning_rate={lr!r}; expected a number >= 0")
 
+
+def _check_numbers(config: ml_collections.ConfigDict) -> None:
+    """Counts, sizes and intervals."""
     _int(config, "batch_size", minimum=1)
     _int(config, "eval_batch_size", minimum=1, allow_none=True)
     _int(config, "num_epochs", minimum=1, allow_none=True)
@@ -239,6 +249,16 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
     _int(config, "data.prefetch_buffer_size", minimum=0)
     _int(config, "parallel.num_devices", minimum=1, allow_none=True)
 
+
+def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:
+    """Check every field before anything expensive; raise `ValueError`/`TypeError` naming it.
+
+    Checks names against the registries (model, data set, optimizer, schedule, strategy,
+    precision), numbers, and that the global batch sizes split evenly over `num_devices`
+    (default: `config.parallel.num_devices` or every device).
+    """
+    _check_names(config)
+    _check_numbers(config)
     if num_devices is None:
         available = jax.device_count()
         num_devices = config.parallel.num_devices or available
@@ -259,3 +279,16 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
 
     # Model options are checked by the registry without building any array.
     models.create(config.model, **dict(config.model_options))
+
+
+def prepare_config(
+    config: Mapping[str, Any] | ml_collections.ConfigDict,
+) -> ml_collections.ConfigDict:
+    """What an entry point does once per run, before any data or device work: set the
+    determinism switches (`configure_determinism`, which must precede the backend's start,
+    and validation starts it), then `resolve_config` and `validate_config`. Everything below
+    the entry point takes the returned config as it is."""
+    configure_determinism()
+    resolved = resolve_config(config)
+    validate_config(resolved)
+    return resolved

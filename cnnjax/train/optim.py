@@ -1,6 +1,8 @@
 """Optimizers and learning-rate schedules from a config, through Optax.
 
-A config is a dict or an `ml_collections.ConfigDict` with these fields (defaults in
+A config is a run config (`cnnjax.train.config.default_config()`: its `optimizer` and
+`schedule` groups are read, the schedule's `name` being the `schedule` field below), or a flat
+dict or `ml_collections.ConfigDict` with these fields (defaults in
 brackets; unknown fields are an error, so a typo cannot pass silently):
 
     name              sgd | momentum | nesterov | adam | adamw | lamb | lars
@@ -33,142 +35,33 @@ learning rate at train step s is `make_schedule(cfg, total_updates)(s // k)`.
 from __future__ import annotations
 
 import fnmatch
-import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from cnnjax.train.schedules import (
+    SCHEDULES,
+    Schedule,
+    as_dict,
+    config_number,
+    config_steps,
+    make_schedule,
+)
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "decay_mask",
+    "freeze_labels",
+    "make_optimizer",
+    "make_schedule",
+    "path_name",
+]
+
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "lamb", "lars")
-SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "one_cycle")
-
-_FIELDS = frozenset(
-    {
-        "name", "learning_rate", "momentum", "nesterov", "b1", "b2", "eps",
-        "weight_decay", "grad_clip_norm", "accumulate_steps", "freeze",
-        "schedule", "warmup_steps", "total_steps", "final_learning_rate",
-        "boundaries", "step_size", "decay_factor", "pct_start", "div_factor",
-        "final_div_factor", "trust_coefficient",
-    }
-)  # fmt: skip
-
-Schedule = Callable[[Any], jax.Array]
-
-
-def _as_dict(cfg: Any) -> dict[str, Any]:
-    if hasattr(cfg, "to_dict"):
-        cfg = cfg.to_dict()
-    if not isinstance(cfg, Mapping):
-        raise TypeError(
-            f"optimizer config {cfg!r}; expected a dict or an ml_collections.ConfigDict"
-        )
-    cfg = dict(cfg)
-    unknown = sorted(set(cfg) - _FIELDS)
-    if unknown:
-        raise ValueError(
-            f"unknown optimizer config field(s) {unknown}; valid fields are {sorted(_FIELDS)}"
-        )
-    return cfg
-
-
-def _number(cfg: Mapping[str, Any], key: str, default: Any, *, low: float = 0.0) -> Any:
-    value = cfg.get(key, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < low:
-        raise ValueError(f"optimizer config {key}={value!r}; expected a number >= {low}")
-    return value
-
-
-def _steps(cfg: Mapping[str, Any], key: str, default: int | None) -> int | None:
-    value = cfg.get(key, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"optimizer config {key}={value!r}; expected a non-negative int")
-    return int(value)
-
-
-# --------------------------------------------------------------------------- schedules
-
-
-def make_schedule(cfg: Any, total_steps: int | None = None) -> Schedule:
-    """The learning-rate schedule of `cfg`: optimizer update count -> learning rate.
-
-    `total_steps` (number of optimizer updates) overrides `cfg.total_steps`; only the
-    cosine and one-cycle schedules need it.
-    """
-    cfg = _as_dict(cfg)
-    name = cfg.get("schedule", "constant")
-    if name not in SCHEDULES:
-        raise ValueError(f"schedule={name!r}; expected one of {SCHEDULES}")
-    if "learning_rate" not in cfg:
-        raise ValueError("optimizer config has no learning_rate")
-    lr = float(_number(cfg, "learning_rate", None))
-    warmup = _steps(cfg, "warmup_steps", 0)
-    total = total_steps if total_steps is not None else _steps(cfg, "total_steps", None)
-    if total is not None and (
-        isinstance(total, bool) or not isinstance(total, numbers.Integral) or total < 1
-    ):
-        raise ValueError(f"total_steps={total!r}; expected a positive int")
-    total = None if total is None else int(total)
-    if name in ("cosine", "warmup_cosine", "one_cycle"):
-        if total is None:
-            raise ValueError(
-                f"schedule={name!r} needs total_steps (in the config or make_schedule's argument)"
-            )
-        if warmup >= total:
-            raise ValueError(f"warmup_steps={warmup} must be smaller than total_steps={total}")
-    if name == "warmup_cosine" and warmup < 1:
-        raise ValueError("schedule='warmup_cosine' needs warmup_steps >= 1")
-
-    if name == "one_cycle":
-        return optax.cosine_onecycle_schedule(
-            transition_steps=total,
-            peak_value=lr,
-            pct_start=float(_number(cfg, "pct_start", 0.3)),
-            div_factor=float(_number(cfg, "div_factor", 25.0)),
-            final_div_factor=float(_number(cfg, "final_div_factor", 1e4)),
-        )
-    if name == "constant":
-        base: Schedule = optax.constant_schedule(lr)
-    elif name in ("cosine", "warmup_cosine"):
-        final = float(_number(cfg, "final_learning_rate", 0.0))
-        alpha = final / lr if lr > 0 else 0.0
-        cosine = optax.cosine_decay_schedule(lr, decay_steps=total - warmup, alpha=alpha)
-
-        def base(step: Any) -> jax.Array:
-            return cosine(jnp.maximum(step - warmup, 0))
-    else:  # step
-        factor = float(_number(cfg, "decay_factor", 0.1))
-        boundaries = cfg.get("boundaries")
-        step_size = _steps(cfg, "step_size", None)
-        if (boundaries is None) == (step_size is None):
-            raise ValueError("schedule='step' needs exactly one of boundaries or step_size")
-        if step_size is not None:
-            if step_size < 1 or total is None:
-                raise ValueError(
-                    "schedule='step' with step_size needs step_size >= 1 and total_steps"
-                )
-            boundaries = list(range(step_size, total, step_size))
-        boundaries = list(boundaries)
-        if any(not isinstance(b, int) or b < 1 for b in boundaries) or boundaries != sorted(
-            set(boundaries)
-        ):
-            raise ValueError(f"boundaries={boundaries!r}; expected increasing positive ints")
-        base = optax.piecewise_constant_schedule(lr, {b: factor for b in boundaries})
-
-    if warmup == 0:
-        return base
-
-    def warmed(step: Any) -> jax.Array:
-        step = jnp.asarray(step)
-        return jnp.where(step < warmup, lr * step / warmup, base(step))
-
-    return warmed
-
 
 # --------------------------------------------------------------------------- masks
 
@@ -212,29 +105,19 @@ def freeze_labels(params: Any, patterns: tuple[str, ...]) -> Any:
 # --------------------------------------------------------------------------- optimizers
 
 
-def make_optimizer(cfg: Any, total_steps: int | None = None) -> optax.GradientTransformation:
-    """The Optax transformation described by `cfg` (see the module docstring).
-
-    Order: MultiSteps(multi_transform(trainable: clip -> [L2] -> optimizer, frozen: zero)).
-    `total_steps` counts optimizer updates (train steps // accumulate_steps).
-    """
-    cfg = _as_dict(cfg)
-    name = cfg.get("name")
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer name={name!r}; expected one of {OPTIMIZERS}")
-    schedule = make_schedule(cfg, total_steps)
-    wd = float(_number(cfg, "weight_decay", 0.0))
-    default_momentum = 0.0 if name == "sgd" else 0.9
-    momentum = float(_number(cfg, "momentum", default_momentum))
+def _optimizer(name: str, cfg: Mapping[str, Any], schedule: Schedule
+               ) -> list[optax.GradientTransformation]:
+    """[clip] -> [L2] -> the named optimizer, for the trainable parameters."""
+    wd = float(config_number(cfg, "weight_decay", 0.0))
+    momentum = float(config_number(cfg, "momentum", 0.0 if name == "sgd" else 0.9))
     nesterov = cfg.get("nesterov", name == "nesterov")
     if not isinstance(nesterov, bool):
         raise ValueError(f"optimizer config nesterov={nesterov!r}; expected a bool")
-    b1 = float(_number(cfg, "b1", 0.9))
-    b2 = float(_number(cfg, "b2", 0.999))
-    eps = float(_number(cfg, "eps", 1e-6 if name == "lamb" else 1e-8))
-
+    b1 = float(config_number(cfg, "b1", 0.9))
+    b2 = float(config_number(cfg, "b2", 0.999))
+    eps = float(config_number(cfg, "eps", 1e-6 if name == "lamb" else 1e-8))
     parts: list[optax.GradientTransformation] = []
-    clip = _number(cfg, "grad_clip_norm", None)
+    clip = config_number(cfg, "grad_clip_norm", None)
     if clip is not None:
         parts.append(optax.clip_by_global_norm(float(clip)))
     if name in ("sgd", "momentum", "nesterov", "adam") and wd > 0:
@@ -250,17 +133,25 @@ def make_optimizer(cfg: Any, total_steps: int | None = None) -> optax.GradientTr
     elif name == "lamb":
         parts.append(optax.lamb(schedule, b1=b1, b2=b2, eps=eps, weight_decay=wd, mask=decay_mask))
     else:  # lars
-        parts.append(
-            optax.lars(
-                schedule,
-                weight_decay=wd,
-                weight_decay_mask=decay_mask,
-                trust_ratio_mask=decay_mask,
-                trust_coefficient=float(_number(cfg, "trust_coefficient", 0.001)),
-                momentum=momentum,
-                nesterov=nesterov,
-            )
-        )
+        parts.append(optax.lars(
+            schedule, weight_decay=wd, weight_decay_mask=decay_mask, trust_ratio_mask=decay_mask,
+            trust_coefficient=float(config_number(cfg, "trust_coefficient", 0.001)),
+            momentum=momentum, nesterov=nesterov,
+        ))
+    return parts
+
+
+def make_optimizer(cfg: Any, total_steps: int | None = None) -> optax.GradientTransformation:
+    """The Optax transformation described by `cfg` (see the module docstring).
+
+    Order: MultiSteps(multi_transform(trainable: clip -> [L2] -> optimizer, frozen: zero)).
+    `total_steps` counts optimizer updates (train steps // accumulate_steps).
+    """
+    cfg = as_dict(cfg)
+    name = cfg.get("name")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer name={name!r}; expected one of {OPTIMIZERS}")
+    parts = _optimizer(name, cfg, make_schedule(cfg, total_steps))
     tx = optax.chain(*parts) if len(parts) > 1 else parts[0]
 
     freeze = cfg.get("freeze") or ()
@@ -275,7 +166,7 @@ def make_optimizer(cfg: Any, total_steps: int | None = None) -> optax.GradientTr
             lambda params: freeze_labels(params, freeze),
         )
 
-    k = _steps(cfg, "accumulate_steps", 1)
+    k = config_steps(cfg, "accumulate_steps", 1)
     if k < 1:
         raise ValueError(f"accumulate_steps={k}; expected an int >= 1")
     if k > 1:

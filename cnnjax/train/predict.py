@@ -12,6 +12,7 @@ host (for multi-host evaluation use the loop's `evaluate`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,10 +21,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cnnjax.train.components import Components, make_batches
 from cnnjax.train.parallel import batch_sharding, make_mesh, replicated_sharding
 from cnnjax.train.steps import PRECISIONS, prepare_model
 
-__all__ = ["OUTPUTS", "predict", "preprocess"]
+__all__ = ["OUTPUTS", "local_view", "predict", "preprocess", "split_predictions"]
 
 OUTPUTS = ("probabilities", "logits", "labels")
 
@@ -153,3 +155,49 @@ def _forward(model: nn.Module, mesh: jax.sharding.Mesh, dtype: Any, output: str)
         in_shardings=(replicated_sharding(mesh), batch_sharding(mesh)),
         out_shardings=batch_sharding(mesh),
     )
+
+
+def local_view(c: Components, state: Any) -> tuple[Components, Any]:
+    """(components, state) for prediction in THIS process only.
+
+    Single process: unchanged. Multi-host: a mesh over this process's devices and the
+    replicated state copied from its local shard, so process 0 can draw plots and write
+    predictions without the other processes taking part.
+    """
+    if jax.process_count() == 1:
+        return c, state
+    mesh = jax.sharding.Mesh(np.array(jax.local_devices()), c.mesh.axis_names)
+    host = jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), state)
+    return dataclasses.replace(c, mesh=mesh), host
+
+
+def split_predictions(c: Components, state: Any, split: str, *,
+                      max_batches: int | None = None) -> dict[str, np.ndarray]:
+    """Predicted labels (classes or masks) and targets over `split`, padding rows dropped.
+
+    Uses the run's evaluation pipeline (same preprocessing as `evaluate`), in this process
+    only, and `predict` for the forward pass. Keys: targets, predictions, and images
+    (preprocessed) when `max_batches` is given.
+    """
+    cfg = c.config
+    batch_size = cfg.eval_batch_size or cfg.batch_size
+    batches = make_batches(cfg, split, train=False, whole_split=True)
+    key = "label" if c.info.task == "classification" else "mask"
+    images, targets, preds = [], [], []
+    try:
+        for i, batch in enumerate(batches):
+            if max_batches is not None and i >= max_batches:
+                break
+            keep = np.asarray(batch["valid"]).astype(bool) if "valid" in batch else slice(None)
+            labels = predict(c.model, state, batch["image"], mesh=c.mesh, batch_size=batch_size,
+                             precision=cfg.precision, output="labels")
+            preds.append(labels[keep])
+            targets.append(np.asarray(batch[key])[keep])
+            if max_batches is not None:
+                images.append(np.asarray(batch["image"])[keep])
+    finally:
+        batches.close()
+    out = {"targets": np.concatenate(targets), "predictions": np.concatenate(preds)}
+    if images:
+        out["images"] = np.concatenate(images)
+    return out

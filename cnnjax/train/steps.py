@@ -51,16 +51,13 @@ returns the old state unchanged (also its step counter) and `nonfinite = (1, 1)`
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import optax
-from jax import lax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
@@ -74,21 +71,31 @@ from cnnjax.train.parallel import (
     shard_batch,
 )
 from cnnjax.train.state import TrainState
-from cnnjax.train.tasks import Task, valid_weights
+from cnnjax.train.step_bodies import (
+    PRECISIONS,
+    Metrics,
+    dropout_key,
+    eval_body,
+    prepare_model,
+    train_body,
+)
+from cnnjax.train.tasks import Task
+
+__all__ = [
+    "PRECISIONS",
+    "STRATEGIES",
+    "dropout_key",
+    "make_eval_step",
+    "make_train_step",
+    "prepare_model",
+]
 
 STRATEGIES = ("jit", "shard_map", "pmap")
-PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-Metrics = dict[str, tuple[jax.Array, jax.Array]]
 TrainStep = Callable[[TrainState, Mapping[str, Any]], tuple[TrainState, Metrics]]
 EvalStep = Callable[[TrainState, Mapping[str, Any]], Metrics]
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def _fields(model: nn.Module) -> set[str]:
-    return {f.name for f in dataclasses.fields(model)}
 
 
 def _check_common(model: Any, task: Any, strategy: Any, mesh: Any, precision: Any) -> Mesh:
@@ -101,174 +108,6 @@ def _check_common(model: Any, task: Any, strategy: Any, mesh: Any, precision: An
     if precision not in PRECISIONS:
         raise ValueError(f"precision={precision!r}; expected one of {tuple(PRECISIONS)}")
     return make_mesh() if mesh is None else _check_mesh(mesh)
-
-
-def prepare_model(model: nn.Module, *, precision: str, axis_name: str | None) -> nn.Module:
-    """Clone `model` with the compute dtype of `precision` and the batch-norm `axis_name`.
-
-    The model needs a `dtype` field for bfloat16 and an `axis_name` field (passed to
-    its BatchNorm layers) for shard_map/pmap when it has batch statistics; models of
-    `cnnjax.models` have both.
-    """
-    fields = _fields(model)
-    changes: dict[str, Any] = {}
-    if "dtype" in fields:
-        changes["dtype"] = PRECISIONS[precision]
-    elif precision != "float32":
-        raise TypeError(
-            f"precision={precision!r} needs a model with a `dtype` field (compute dtype); "
-            f"{type(model).__name__} has none"
-        )
-    if "axis_name" in fields:
-        changes["axis_name"] = axis_name
-    return model.clone(**changes) if changes else model
-
-
-def _check_sync(model: nn.Module, model_state: Mapping[str, Any], axis: str | None) -> None:
-    if axis is not None and "batch_stats" in model_state and "axis_name" not in _fields(model):
-        raise ValueError(
-            f"{type(model).__name__} has batch statistics but no `axis_name` field, so its "
-            "batch norm cannot be synchronised across devices under shard_map/pmap; add the "
-            "field (passed to nn.BatchNorm) or use strategy='jit'"
-        )
-
-
-def _images(batch: Mapping[str, Any], dtype: Any) -> jax.Array:
-    if "image" not in batch:
-        raise ValueError(f"batch needs an 'image' entry; it has keys {sorted(batch)}")
-    return jnp.asarray(batch["image"]).astype(dtype)
-
-
-# --------------------------------------------------------------------------- step bodies
-
-
-def _apply(
-    model: nn.Module,
-    params: Any,
-    model_state: Mapping[str, Any],
-    x: jax.Array,
-    *,
-    train: bool,
-    rng: jax.Array | None,
-) -> tuple[jax.Array, dict[str, Any]]:
-    variables = {"params": params, **model_state}
-    rngs = {"dropout": rng} if rng is not None else None
-    if train and model_state:
-        logits, new_state = model.apply(
-            variables, x, train=True, rngs=rngs, mutable=list(model_state)
-        )
-        return logits, dict(new_state)
-    logits = model.apply(variables, x, train=train, rngs=rngs)
-    return logits, dict(model_state)
-
-
-def _reducer(axis: str | None) -> Callable[[Any], Any]:
-    """psum over `axis` (per-device code) or identity (global code under jit)."""
-    if axis is None:
-        return lambda tree: tree
-    return lambda tree: jax.tree.map(lambda x: lax.psum(x, axis), tree)
-
-
-def _loss_from_terms(terms: Mapping[str, Any], total: Callable[[Any], Any]) -> jax.Array:
-    """Sum over terms of `local sum / global count`: psum of it is the global loss."""
-    loss = jnp.zeros((), jnp.float32)
-    for value, count in terms.values():
-        loss = loss + value / jnp.maximum(lax.stop_gradient(total(count)), 1.0)
-    return loss
-
-
-def _metrics(
-    task: Task,
-    logits: jax.Array,
-    batch: Mapping[str, Any],
-    loss: jax.Array,
-    total: Callable[[Any], Any],
-) -> Metrics:
-    out = {name: total(pair) for name, pair in task.metrics(logits, batch).items()}
-    n_valid = total(jnp.sum(valid_weights(batch, logits.shape[0])))
-    out["loss"] = (loss * n_valid, n_valid)
-    return out
-
-
-def dropout_key(rng: jax.Array, step: jax.Array, axis: str | None = None) -> jax.Array:
-    """The step's dropout key: `fold_in(rng, step)`, then the device index along `axis`.
-
-    Call with `axis` inside shard_map/pmap (per-device code): devices draw different
-    masks, and the same state and batch always give the same key.
-    """
-    key = jax.random.fold_in(rng, step)
-    if axis is not None:
-        key = jax.random.fold_in(key, lax.axis_index(axis))
-    return key
-
-
-def _all_finite(loss: jax.Array, grads: Any) -> jax.Array:
-    ok = jnp.isfinite(loss)
-    for g in jax.tree.leaves(grads):
-        ok = ok & jnp.all(jnp.isfinite(g))
-    return ok
-
-
-def _train_body(
-    state: TrainState,
-    batch: Mapping[str, Any],
-    *,
-    model: nn.Module,
-    task: Task,
-    tx: optax.GradientTransformation,
-    compute_dtype: Any,
-    axis: str | None,
-    vary: bool,
-) -> tuple[TrainState, Metrics]:
-    """One optimizer step; per-device code when `axis` is set, global code otherwise."""
-    _check_sync(model, state.model_state, axis)
-    total = _reducer(axis)
-    x = _images(batch, compute_dtype)
-    rng = dropout_key(state.rng, state.step, axis)
-
-    def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, dict[str, Any]]]:
-        logits, new_model_state = _apply(model, params, state.model_state, x, train=True, rng=rng)
-        logits = logits.astype(jnp.float32)
-        return _loss_from_terms(task.loss_terms(logits, batch), total), (logits, new_model_state)
-
-    params = state.params
-    if vary:
-        # With check_vma, differentiating replicated params would psum the gradients
-        # implicitly; mark them device-varying so the psum below is the only reduction.
-        params = jax.tree.map(lambda p: lax.pcast(p, axis, to="varying"), params)
-    (loss, (logits, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    grads = total(grads)
-    loss = total(loss)
-    metrics = _metrics(task, logits, batch, loss, total)
-
-    updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
-        model_state=new_model_state,
-        opt_state=new_opt_state,
-    )
-    ok = _all_finite(loss, grads)
-    new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
-    metrics["nonfinite"] = (1.0 - ok.astype(jnp.float32), jnp.ones((), jnp.float32))
-    return new_state, metrics
-
-
-def _eval_body(
-    state: TrainState,
-    batch: Mapping[str, Any],
-    *,
-    model: nn.Module,
-    task: Task,
-    compute_dtype: Any,
-    axis: str | None,
-) -> Metrics:
-    total = _reducer(axis)
-    x = _images(batch, compute_dtype)
-    logits, _ = _apply(model, state.params, state.model_state, x, train=False, rng=None)
-    logits = logits.astype(jnp.float32)
-    loss = total(_loss_from_terms(task.loss_terms(logits, batch), total))
-    return _metrics(task, logits, batch, loss, total)
 
 
 # --------------------------------------------------------------------------- builders
@@ -330,7 +169,7 @@ def make_train_step(
         raise TypeError(f"tx={tx!r}; expected an optax.GradientTransformation")
     axis = None if strategy == "jit" else DATA_AXIS
     body = functools.partial(
-        _train_body,
+        train_body,
         model=prepare_model(model, precision=precision, axis_name=axis),
         task=task,
         tx=tx,
@@ -362,7 +201,7 @@ def make_eval_step(
     mesh = _check_common(model, task, strategy, mesh, precision)
     axis = None if strategy == "jit" else DATA_AXIS
     body = functools.partial(
-        _eval_body,
+        eval_body,
         model=prepare_model(model, precision=precision, axis_name=axis),
         task=task,
         compute_dtype=PRECISIONS[precision],

@@ -11,6 +11,9 @@ and saves a PNG when given ``path=``. Arrays may be NumPy or JAX.
 * `plot_confusion_matrix`: a ``(K, K)`` confusion matrix with class names.
 * `plot_segmentation`: image, ground truth and prediction overlays.
 * `plot_receptive_field` / `receptive_field_table`: receptive-field growth of a layer stack.
+
+The plots of a trained run (curves, filters, confusion matrix or overlays) are written by
+`cnnjax.viz.run_plots.write_plots`; it is not imported here, since it needs `cnnjax.train`.
 """
 
 from cnnjax.viz.confusion import plot_confusion_matrix

@@ -10,6 +10,7 @@ from absl import flags
 from cnnjax import data, models
 from cnnjax.train import create_train_state, make_mesh, make_optimizer
 from cnnjax.train.predict import predict, preprocess
+from cnnjax.viz.run_plots import first_conv_kernel
 from experiments import common
 
 
@@ -80,7 +81,7 @@ def test_first_conv_kernel_follows_call_order():
     model = models.create("simple_cnn", num_classes=10)
     tx = make_optimizer({"name": "sgd", "learning_rate": 0.1})
     state = create_train_state(model, tx, 0, (1, 28, 28, 1), mesh=make_mesh(1))
-    kernel = common.first_conv_kernel(model, state, (28, 28, 1))
+    kernel = first_conv_kernel(model, state, (28, 28, 1))
     assert kernel.shape == (3, 3, 1, 32)
     np.testing.assert_array_equal(kernel, state.params["conv1"]["kernel"])
 

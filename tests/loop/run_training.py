@@ -9,7 +9,7 @@
 - `--sigkill-at-step S`: SIGKILL itself right after the train metrics of step S are logged
   (so metrics.jsonl holds lines beyond the last checkpoint);
 - `--sigterm-at-step S`: send itself SIGTERM at step S (preemption);
-- `--evaluate WHICH [--split SPLIT]`: run `loop.evaluate` instead of training;
+- `--evaluate WHICH [--split SPLIT]`: run `evaluation.evaluate` instead of training;
 - prints the summary as JSON on the last line.
 """
 
@@ -38,8 +38,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from cnnjax.checkpoint import manager as manager_lib
-    from cnnjax.train import logging as log_lib
-    from cnnjax.train import loop
+    from cnnjax.train import evaluation, loop
+    from cnnjax.train import reporting as log_lib
 
     workdir = Path(args.workdir)
     batches_log = workdir.parent / f"{workdir.name}.batches"
@@ -91,7 +91,7 @@ def main() -> None:
     config = json.loads(Path(args.config).read_text())
     if args.evaluate is not None:
         which = int(args.evaluate) if args.evaluate.isdigit() else args.evaluate
-        print(json.dumps(loop.evaluate(config, workdir, args.split, which)))
+        print(json.dumps(evaluation.evaluate(config, workdir, args.split, which)))
         return
     summary = loop.train_and_evaluate(config, workdir)
     sys.stdout.flush()

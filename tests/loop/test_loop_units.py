@@ -9,10 +9,12 @@ import os
 import jax
 import pytest
 
+from cnnjax.train.components import build
 from cnnjax.train.config import default_config, resolve_config, validate_config
 from cnnjax.train.determinism import GPU_DETERMINISTIC_FLAG, configure_determinism, step_key
-from cnnjax.train.logging import MetricsWriter, Progress, read_metrics, truncate_metrics_file
-from cnnjax.train.loop import optimizer_config
+from cnnjax.train.loop import Intervals, itstime
+from cnnjax.train.optim import make_optimizer, make_schedule
+from cnnjax.train.reporting import MetricsWriter, Progress, read_metrics, truncate_metrics_file
 
 
 def test_truncate_keeps_steps_up_to_the_restored_one_and_drops_torn_lines(tmp_path):
@@ -87,13 +89,48 @@ def test_validate_config_messages():
         validate_config(c)
 
 
-def test_optimizer_config_merges_schedule_and_drops_unset_fields():
+def test_make_schedule_reads_the_run_configs_groups_like_the_flat_config():
     c = default_config()
+    c.optimizer.learning_rate = 0.5
     c.schedule.name = "warmup_cosine"
     c.schedule.warmup_steps = 5
-    opt = optimizer_config(c)
-    assert opt["schedule"] == "warmup_cosine" and opt["warmup_steps"] == 5
-    assert "momentum" not in opt and opt["learning_rate"] == c.optimizer.learning_rate
+    c.schedule.final_learning_rate = 0.1
+    flat = {"name": "adamw", "learning_rate": 0.5, "schedule": "warmup_cosine",
+            "warmup_steps": 5, "final_learning_rate": 0.1}
+    from_run, from_flat = make_schedule(c, 20), make_schedule(flat, 20)
+    for step in (0, 3, 5, 12, 19):
+        assert float(from_run(step)) == float(from_flat(step))
+    assert float(from_run(3)) == pytest.approx(0.5 * 3 / 5)  # linear warm-up
+    make_optimizer(c, 20)  # None fields (momentum, b1, ...) take the optimizer's defaults
+
+
+def test_a_warmup_longer_than_the_run_is_clipped_with_a_warning(caplog):
+    c = default_config()  # shapes: 64-example batches, warm-up cosine of 50 updates below
+    c.dataset_options = {"num_examples": 64, "image_size": 16}
+    c.batch_size = 16
+    c.schedule.name = "warmup_cosine"
+    c.schedule.warmup_steps = 50
+    c.num_train_steps = 12
+    validate_config(c)
+    with caplog.at_level("WARNING", logger="cnnjax.train"):
+        parts = build(c)
+    assert "warmup_steps=50" in caplog.text and "using warmup_steps=11" in caplog.text
+    assert parts.config.schedule.warmup_steps == 50  # the run's config is kept as given
+    lr = c.optimizer.learning_rate
+    assert float(parts.schedule(10)) == pytest.approx(lr * 10 / 11)  # warm-up of 11 updates
+    assert float(parts.schedule(11)) == pytest.approx(lr)  # then the cosine from its peak
+
+
+def test_itstime_and_intervals():
+    assert [s for s in range(1, 11) if itstime(s, 4, 10)] == [4, 8, 10]
+    assert [s for s in range(1, 11) if itstime(s, 0, 10)] == [10]
+    c = default_config()
+    c.dataset_options = {"num_examples": 64, "image_size": 16}
+    c.batch_size = 16
+    parts = build(c)  # 4 steps per epoch
+    assert Intervals.of(parts) == Intervals(log=50, eval=4, checkpoint=4)
+    c.eval_every_steps, c.checkpoint_every_steps = 3, 0
+    assert Intervals.of(build(c)) == Intervals(log=50, eval=3, checkpoint=0)
 
 
 def test_determinism_settings():

@@ -96,11 +96,11 @@ def metric_rows(workdir: Path) -> list[dict[str, Any]]:
 
 def final_params(workdir: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(latest checkpoint's params, freshly initialised params) as flat host arrays."""
-    from cnnjax.train.loop import load_config
-    from experiments.common import restore
+    from cnnjax.train.components import build
+    from cnnjax.train.evaluation import load_config, restore
 
-    config = load_config(workdir)
-    c, state, _ = restore(config, workdir, "latest")
+    c = build(load_config(workdir))
+    state, _, _ = restore(c, workdir, "latest")
 
     def flat(tree: Any) -> dict[str, np.ndarray]:
         leaves = jax.tree_util.tree_leaves_with_path(jax.device_get(tree))

@@ -1,4 +1,4 @@
-"""Run logging: `metrics.jsonl`, TensorBoard event files (tensorboardX, no TensorFlow), progress.
+"""Run reporting: `metrics.jsonl`, TensorBoard event files (tensorboardX, no TensorFlow), progress.
 
 - `MetricsWriter` appends one JSON object per line to `workdir/metrics.jsonl`
   (`step`, `epoch`, `split`, every metric by name, `learning_rate`, `images_per_s`, ...) and the
@@ -13,6 +13,7 @@ Only process 0 writes (multi-host runs).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import jax
+from tensorboardX import SummaryWriter
+from tqdm.auto import tqdm
 
 __all__ = [
     "TIMING_FIELDS",
@@ -30,7 +33,10 @@ __all__ = [
     "format_metrics",
     "read_metrics",
     "truncate_metrics_file",
+    "warn_config_changes",
 ]
+
+log = logging.getLogger("cnnjax.train")
 
 METRICS_FILE = "metrics.jsonl"
 # Fields that measure wall time: they differ between two otherwise identical runs.
@@ -97,7 +103,6 @@ class MetricsWriter:
         workdir: str | os.PathLike,
         *,
         resume_step: int | None = None,
-        tensorboard: bool = True,
     ) -> None:
         self.path = Path(workdir) / METRICS_FILE
         self.enabled = jax.process_index() == 0
@@ -107,13 +112,10 @@ class MetricsWriter:
             return
         truncate_metrics_file(self.path, resume_step)
         self._file = self.path.open("a")
-        if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(
-                str(Path(workdir) / "tensorboard"),
-                purge_step=None if resume_step is None else resume_step + 1,
-            )
+        self._tb = SummaryWriter(
+            str(Path(workdir) / "tensorboard"),
+            purge_step=None if resume_step is None else resume_step + 1,
+        )
 
     def write(
         self,
@@ -191,7 +193,6 @@ class Progress:
         *,
         desc: str = "train",
         stream: TextIO | None = None,
-        use_bar: bool | None = None,
         leave: bool = True,
     ) -> None:
         self.total = int(total_steps)
@@ -199,14 +200,11 @@ class Progress:
         self.desc = desc
         self.stream = stream if stream is not None else sys.stdout
         self.enabled = jax.process_index() == 0
-        if use_bar is None:
-            use_bar = bool(getattr(self.stream, "isatty", lambda: False)())
+        use_bar = bool(getattr(self.stream, "isatty", lambda: False)())
         self._bar = None
         self._start_time = time.perf_counter()
         self._start_step = self.step
         if self.enabled and use_bar:
-            from tqdm.auto import tqdm
-
             self._bar = tqdm(
                 total=self.total, initial=self.step, desc=desc, file=self.stream,
                 dynamic_ncols=True, unit="step", leave=leave,
@@ -251,3 +249,26 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def warn_config_changes(saved: Mapping[str, Any], current: Mapping[str, Any],
+                        progress: Progress) -> None:
+    """Resuming with another config is allowed (e.g. more steps) but no longer exact: say so."""
+    old, new = _flatten(saved), _flatten(current)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:10])
+        message = (f"resuming with a config that differs from the checkpoint's ({details}); "
+                   "the run will not match an uninterrupted one")
+        log.warning("%s", message)
+        progress.write(f"warning: {message}")

@@ -1,0 +1,109 @@
+"""Evaluating a run: one pass over a split, and a workdir's checkpoint restored and evaluated.
+
+`run_eval(c, state, split)` gives exact metrics (padding rows do not count); `restore(c,
+workdir, which)` loads a "best", "latest" or given-step checkpoint read-only; `evaluate`
+combines them for a workdir, with the config the run saved (`load_config`) by default.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from cnnjax.checkpoint import CheckpointManager
+from cnnjax.train.components import Components, build, make_batches
+from cnnjax.train.config import prepare_config
+from cnnjax.train.metrics import merge_metrics
+from cnnjax.train.reporting import Progress
+from cnnjax.train.state import TrainState
+
+__all__ = ["CHECKPOINT_DIR", "evaluate", "load_config", "restore", "run_eval"]
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The plain-number entries of `metrics`, as floats (what `metrics.jsonl` holds)."""
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float | np.floating | np.integer) and not isinstance(v, bool)
+    }
+
+
+def run_eval(
+    c: Components, state: TrainState, split: str, *, progress_stream: Any = None
+) -> dict[str, float]:
+    """Metrics of `state` on one full pass over `split` (exact: padding rows do not count)."""
+    batches = make_batches(c.config, split, train=False)
+    total = None
+    with Progress(len(batches), desc=f"eval {split}", stream=progress_stream,
+                  leave=False) as bar:
+        for i, batch in enumerate(batches):
+            total = merge_metrics(total, c.eval_step(state, batch))
+            bar.advance(i + 1)
+    batches.close()
+    if total is None:
+        raise ValueError(f"split {split!r} of {c.config.dataset!r} is empty")
+    return scalars(c.task.finalize(total))
+
+
+def checkpoints(c: Components, workdir: str | Path, **kw: Any) -> CheckpointManager:
+    """The checkpoint manager of a run in `workdir` (ranking by the run's best metric)."""
+    return CheckpointManager(Path(workdir) / CHECKPOINT_DIR, best_metric=c.best_metric,
+                             best_mode=c.best_mode, **kw)
+
+
+def restore(c: Components, workdir: str | Path, which: str | int = "latest"
+            ) -> tuple[TrainState, int, str | int]:
+    """(state, step, which) of a workdir's "best", "latest" or given-step checkpoint.
+
+    Read-only. "best" falls back to "latest" when no validation ranked any checkpoint
+    (e.g. `eval_split=None`); the returned `which` says which one was used.
+    """
+    directory = Path(workdir) / CHECKPOINT_DIR
+    if not directory.exists():
+        raise FileNotFoundError(f"no checkpoints in {directory}: train first")
+    with checkpoints(c, workdir, read_only=True) as ckpt:
+        if which == "best" and ckpt.best_step() is None:
+            which = "latest"
+        restored = ckpt.restore(c.init_state(), which)
+    if restored is None:
+        raise FileNotFoundError(f"no checkpoint {which!r} in {directory}")
+    return restored.state, int(restored.step), which
+
+
+def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    """The resolved, validated config a run wrote to `workdir/config.json`."""
+    path = Path(workdir) / "config.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {workdir} a cnnjax workdir?")
+    return prepare_config(json.loads(path.read_text()))
+
+
+def evaluate_checkpoint(c: Components, workdir: str | Path, split: str = "test",
+                        which: str | int = "best") -> tuple[dict[str, Any], TrainState]:
+    """(`{"step", "split", "which", **metrics}`, restored state) for built components."""
+    state, step, which = restore(c, workdir, which)
+    metrics = run_eval(c, state, split)
+    return {"step": step, "split": split, "which": which, **metrics}, state
+
+
+def evaluate(
+    config: ml_collections.ConfigDict | Mapping[str, Any] | None,
+    workdir: str | Path,
+    split: str = "test",
+    which: str | int = "best",
+) -> dict[str, Any]:
+    """Metrics of a workdir's "best", "latest" or given-step checkpoint on `split`.
+
+    `config=None` uses the workdir's own `config.json`. Read-only: the workdir is not
+    changed. Returns `{"step", "split", "which", **metrics}`.
+    """
+    config = load_config(workdir) if config is None else prepare_config(config)
+    return evaluate_checkpoint(build(config), workdir, split, which)[0]

@@ -1,0 +1,171 @@
+"""Prediction files: read images to predict, write class probabilities or masks.
+
+`load_inputs(path)` reads a folder of image files, a .npy or a .npz; `write_predictions(c,
+state, inputs, key, output)` writes `predictions.csv` + `predictions.json` (classification) or
+one mask PNG per image plus `overlays.png` (segmentation). What `--mode=predict` of the
+experiment scripts does, callable from any script.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from PIL import Image
+
+from cnnjax.train.components import Components
+from cnnjax.train.predict import local_view, predict, preprocess
+from cnnjax.viz.run_plots import PLOT_EXAMPLES, denormalize
+from cnnjax.viz.segmentation import plot_segmentation
+
+__all__ = ["IMAGE_SUFFIXES", "fit_image", "load_inputs", "write_predictions"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+
+
+def load_inputs(path: Path, key: str | None = None) -> tuple[list[str], list[np.ndarray]]:
+    """(names, images) from a folder of image files, a .npy or a .npz (one array per image).
+
+    `key`: the .npz array (default: "images", "test_images", "image", else the first).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--input={path} does not exist")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"--input={path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        images = []
+        for f in files:
+            with Image.open(f) as im:
+                images.append(np.asarray(im))
+        return [f.name for f in files], images
+    if path.suffix == ".npy":
+        arr = np.load(path)
+    elif path.suffix == ".npz":
+        with np.load(path) as z:
+            names = list(z.keys())
+            if key is None:
+                key = next((k for k in ("images", "test_images", "image") if k in names),
+                           names[0] if names else None)
+            if key not in names:
+                raise ValueError(f"--input_key={key!r} is not in {path}; it holds {names}")
+            arr = z[key]
+    else:
+        raise ValueError(f"--input={path}: expected a folder of images, a .npy or a .npz")
+    return [str(i) for i in range(len(arr))], list(arr)
+
+
+def _channels(x: np.ndarray, channels: int) -> np.ndarray:
+    if x.shape[-1] == channels:
+        return x
+    if channels == 1 and x.shape[-1] in (3, 4):
+        return np.asarray(Image.fromarray(x[..., :3]).convert("L"))[..., None]
+    if channels == 3 and x.shape[-1] == 1:
+        return np.repeat(x, 3, axis=-1)
+    if channels == 3 and x.shape[-1] == 4:
+        return x[..., :3]
+    raise ValueError(f"an input image has {x.shape[-1]} channels; expected {channels}")
+
+
+def fit_image(image: Any, info: Any, resize: bool) -> np.ndarray:
+    """One raw image -> (*spatial, C) with the data set's channels (and size when `resize`).
+
+    uint8 images stay uint8 (preprocessed later); float images are taken as already
+    preprocessed and returned as float32.
+    """
+    x = np.asarray(image)
+    channels = info.image_shape[-1]
+    spatial = len(info.image_shape) - 1
+    if x.ndim == spatial:
+        x = x[..., None]
+    if x.ndim != spatial + 1:
+        raise ValueError(f"an input image has shape {x.shape}; expected {info.image_shape}")
+    if x.dtype != np.uint8:
+        if np.issubdtype(x.dtype, np.floating):
+            return x.astype(np.float32)  # taken as already preprocessed
+        x = np.clip(x, 0, 255).astype(np.uint8)
+    x = _channels(x, channels)
+    target = tuple(info.image_shape[:-1])
+    if resize and spatial == 2 and None not in target and x.shape[:2] != target:
+        img = Image.fromarray(x[..., 0] if channels == 1 else x)
+        x = np.asarray(img.resize((target[1], target[0]), Image.BILINEAR))
+        x = x[..., None] if channels == 1 else x
+    return x
+
+
+def _write_classes(c: Components, state: Any, names: Sequence[str], x: np.ndarray,
+                   output: Path) -> list[Path]:
+    cfg = c.config
+    probs = predict(c.model, state, x, mesh=c.mesh, batch_size=cfg.eval_batch_size or
+                    cfg.batch_size, precision=cfg.precision)
+    classes = list(c.info.class_names)
+    rows = []
+    for name, p in zip(names, probs, strict=True):
+        top = int(np.argmax(p))
+        rows.append({"input": name, "prediction": top, "class_name": classes[top],
+                     "probabilities": [float(v) for v in p]})
+    csv_path = output / "predictions.csv"
+    with csv_path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["input", "prediction", "class_name", *[f"p_{n}" for n in classes]])
+        for r in rows:
+            w.writerow([r["input"], r["prediction"], r["class_name"],
+                        *[f"{v:.6g}" for v in r["probabilities"]]])
+    json_path = output / "predictions.json"
+    json_path.write_text(json.dumps({"class_names": classes, "predictions": rows},
+                                    indent=1) + "\n")
+    return [csv_path, json_path]
+
+
+def _write_masks(c: Components, state: Any, names: Sequence[str],
+                 inputs: Sequence[np.ndarray], output: Path) -> list[Path]:
+    cfg = c.config
+    masks = [  # one at a time: images may differ in size
+        predict(c.model, state, x, mesh=c.mesh, batch_size=cfg.eval_batch_size or
+                cfg.batch_size, precision=cfg.precision, output="labels")[0].astype(np.uint8)
+        for x in inputs
+    ]
+    written = []
+    for name, m in zip(names, masks, strict=True):
+        path = output / f"{Path(name).stem}_mask.png"
+        Image.fromarray(m).save(path)
+        written.append(path)
+    n = min(PLOT_EXAMPLES, len(masks))
+    if n and len({m.shape for m in masks[:n]}) == 1:
+        shown = np.stack([denormalize(x[0], c) for x in inputs[:n]])
+        path = output / "overlays.png"
+        plot_segmentation(shown, np.stack(masks[:n]), num_classes=c.info.num_classes,
+                          class_names=c.info.class_names, row_titles=list(names[:n]), path=path)
+        written.append(path)
+    return written
+
+
+def write_predictions(c: Components, state: Any, inputs: Path, key: str | None,
+                      output: Path) -> list[Path]:
+    """Class probabilities (predictions.csv + predictions.json) or masks (one PNG per image,
+    pixel value = class id, plus overlays.png) for the images in `inputs` (see
+    `load_inputs`); returns the files written (process 0 only; others return [])."""
+    if jax.process_index() != 0:
+        return []
+    c, state = local_view(c, state)
+    names, raw = load_inputs(inputs, key)
+    seg = c.info.task == "segmentation"
+
+    def prep(image: Any) -> np.ndarray:
+        x = fit_image(image, c.info, resize=not seg)
+        if x.dtype == np.uint8:
+            return preprocess(x[None], c.info.mean, c.info.std, normalize=c.config.data.normalize)
+        return x[None]
+
+    prepared = [prep(x) for x in raw]
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    if seg:
+        return _write_masks(c, state, names, prepared, output)
+    return _write_classes(c, state, names, np.concatenate(prepared), output)

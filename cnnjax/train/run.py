@@ -1,0 +1,195 @@
+"""What one training run keeps between steps, and writes: `Run`.
+
+`Run` owns the run's checkpoint manager, its training batches (`Batches`, which hand out each
+batch with the iterator state before it), the metrics file, the progress display and the
+train metrics not yet logged; the loop in `cnnjax.train.loop` calls it at each event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from cnnjax.checkpoint import to_json
+from cnnjax.train.components import Components, make_batches
+from cnnjax.train.evaluation import checkpoints, run_eval
+from cnnjax.train.metrics import NonFiniteError, merge_metrics
+from cnnjax.train.reporting import MetricsWriter, Progress, format_metrics, warn_config_changes
+from cnnjax.train.state import TrainState
+
+__all__ = ["Batches", "Run"]
+
+
+class Batches(Iterator[tuple[Any, Any]]):
+    """A resumable batch iterator handing out `(batch, state_before)`: the iterator state to
+    restore to see `batch` again (what a checkpoint of the step before it holds)."""
+
+    def __init__(self, iterator: Any) -> None:
+        self.iterator = iterator
+
+    def __next__(self) -> tuple[Any, Any]:
+        before = self.iterator.get_state()
+        return next(self.iterator), before
+
+    def state(self) -> Any:
+        """The iterator state after the batches handed out so far."""
+        return self.iterator.get_state()
+
+
+def _host_pairs(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Step metric pairs fetched to the host as JSON-safe values (saved in checkpoints)."""
+    host = jax.device_get(dict(metrics))
+    return to_json({k: [np.asarray(s), np.asarray(c)] for k, (s, c) in host.items()})
+
+
+def _from_host_pairs(saved: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (np.asarray(s), np.asarray(c)) for k, (s, c) in saved.items()}
+
+
+class Run:
+    """The checkpoints, batches, metrics file, progress and pending train metrics of a run."""
+
+    def __init__(self, c: Components, workdir: Path, meta: Mapping[str, Any],
+                 progress_stream: Any = None) -> None:
+        cfg = c.config
+        self.c, self.workdir, self.progress_stream = c, workdir, progress_stream
+        self.ckpt = checkpoints(c, workdir, keep=cfg.keep_checkpoints, keep_best=cfg.keep_best,
+                                async_save=cfg.async_checkpointing)
+        self.batches = Batches(make_batches(cfg, cfg.train_split, train=True,
+                                            source=c.train_source))
+        self.ckpt_meta = {"config": cfg.to_dict(), "run": {k: meta[k] for k in (
+            "git", "versions", "seed", "command_line")}}
+        self.pending: list[Any] = []
+        self.writer: MetricsWriter | None = None
+        self.progress: Progress | None = None
+        self.images = 0
+        self.window_start = time.perf_counter()
+
+    def resume(self) -> TrainState:
+        """The latest good checkpoint's state (data iterator and pending metrics restored
+        too), or a fresh state; opens the metrics file cut back to that step."""
+        state = self.c.init_state()
+        restored = self.ckpt.restore(state, "latest")
+        if restored is not None:
+            state = restored.state
+            if restored.data is None:
+                raise ValueError(
+                    f"checkpoint step {restored.step} in {self.ckpt.directory} holds no data "
+                    f"iterator state for process {jax.process_index()}: it was saved by a run "
+                    "with fewer processes (or by a cnnjax that saved process 0's state only); "
+                    "resume with the number of processes that saved it (this run has "
+                    f"{jax.process_count()})"
+                )
+            self.batches.iterator.set_state(restored.data)
+            loop = restored.loop or {}
+            self.pending = [_from_host_pairs(p) for p in loop.get("pending", [])]
+        start = int(jax.device_get(state.step))
+        self.writer = MetricsWriter(self.workdir,
+                                    resume_step=None if restored is None else start)
+        self.progress = Progress(self.c.total_steps, start, stream=self.progress_stream)
+        if restored is not None:
+            warn_config_changes(restored.meta.get("config", {}),
+                                to_json(self.c.config.to_dict()), self.progress)
+            self.progress.write(
+                f"resumed from checkpoint step {start} in {self.ckpt.directory}"
+                + (f" (skipped corrupt: {len(restored.skipped)})" if restored.skipped else "")
+            )
+        self.window_start = time.perf_counter()
+        return state
+
+    def save(self, step: int, state: TrainState, metrics: Mapping[str, float] | None = None,
+             data_state: Any = None) -> None:
+        """Checkpoint `state` as step `step`, with the data iterator state (default: after
+        the batches handed out) and the pending train metrics."""
+        data_state = self.batches.state() if data_state is None else data_state
+        loop_state = {"pending": [_host_pairs(p) for p in self.pending]}
+        self.ckpt.save(step, state, data=data_state, loop=loop_state, meta=self.ckpt_meta,
+                       metrics=metrics)
+
+    def stop_non_finite(self, step: int, state: TrainState, data_before: Any) -> None:
+        """Checkpoint the last good state (step - 1, before `step`'s batch) and raise."""
+        self.save(step - 1, state, data_state=data_before)
+        self.ckpt.wait()
+        raise NonFiniteError(
+            f"non-finite loss or gradients at step {step} (the update from step {step - 1}); "
+            f"stopped, and the last good state (step {step - 1}) is saved in "
+            f"{self.ckpt.directory}. Lower the learning rate, clip gradients "
+            "(optimizer.grad_clip_norm) or check the data."
+        )
+
+    def count(self, step: int, metrics: Any) -> None:
+        """Keep a finite step's metrics for the next train log line."""
+        self.pending.append(metrics)
+        self.images += int(self.c.config.batch_size)
+        self.progress.advance(step)
+
+    def log_train(self, step: int) -> None:
+        """One `train` row from the pending metrics, learning rate and images per second."""
+        total = None
+        for metrics in self.pending:
+            total = merge_metrics(total, metrics)
+        total = {k: v for k, v in total.items() if k != "nonfinite"}
+        row = dict(self.c.task.finalize(total))
+        accumulate = int(self.c.config.optimizer.accumulate_steps)
+        row["learning_rate"] = float(self.c.schedule(max(step - 1, 0) // accumulate))
+        elapsed = time.perf_counter() - self.window_start
+        row["images_per_s"] = self.images / elapsed if elapsed > 0 else float("nan")
+        self.writer.write(step, "train", row, epoch=step / self.c.steps_per_epoch)
+        self.progress.report(step, row)
+        self.pending, self.images, self.window_start = [], 0, time.perf_counter()
+
+    def evaluate(self, state: TrainState, step: int, name: str, split: str, *, label: str,
+                 log_it: bool = True) -> dict[str, float]:
+        """Metrics on `split`, written as rows `name` (when `log_it`) and shown as `label`."""
+        metrics = run_eval(self.c, state, split, progress_stream=self.progress_stream)
+        if name == "val" and self.c.config.keep_best > 0 and self.c.best_metric not in metrics:
+            raise ValueError(
+                f"config.best_metric={self.c.best_metric!r} is not a validation metric of this "
+                f"task; available: {sorted(metrics)}"
+            )
+        if log_it:
+            self.writer.write(step, name, metrics, epoch=step / self.c.steps_per_epoch)
+        self.progress.write(f"{label} step {step}: {format_metrics(metrics)}")
+        return metrics
+
+    def periodic(self, step: int, state: TrainState, *, validate: bool, checkpoint: bool
+                 ) -> None:
+        """Validation and checkpoint due at a step before the last (not timed as training)."""
+        paused = time.perf_counter()
+        metrics = None
+        if validate:
+            metrics = self.evaluate(state, step, "val", self.c.config.eval_split, label="val")
+        if (metrics is not None and self.c.config.keep_best > 0) or checkpoint:
+            self.save(step, state, metrics)
+        self.window_start += time.perf_counter() - paused
+
+    def preempted(self, step: int, state: TrainState) -> None:
+        self.save(step, state)
+        self.ckpt.wait()
+        self.progress.write(
+            f"preempted (SIGTERM): saved a checkpoint at step {step} in {self.ckpt.directory}; "
+            "run the same command again to resume"
+        )
+
+    def finish(self, state: TrainState, step: int, *, logged: bool) -> dict[str, Any]:
+        """Final validation and test, and the last checkpoint. When nothing was trained in
+        this process (`logged=False`: the run had already finished) they are recomputed but
+        not logged again."""
+        cfg, out = self.c.config, {}
+        for name, split in (("val", cfg.eval_split), ("test", cfg.test_split)):
+            if split:
+                out[name] = self.evaluate(state, step, name, split, label=f"{name} ({split})",
+                                          log_it=logged)
+        if self.ckpt.latest_step() != step:
+            self.save(step, state, out.get("val") if cfg.keep_best > 0 else None)
+        return out
+
+    def close(self) -> None:
+        for part in (self.progress, self.writer, self.batches.iterator, self.ckpt):
+            if part is not None:
+                part.close()
