@@ -19,16 +19,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnnjax.ops.arithmetic import Pairs, effective_kernel_size, output_sizes, resolve_padding
-from cnnjax.ops.lowering import accumulation_dtype
-from cnnjax.ops.validation import (
-    as_array,
-    check_bool,
-    check_floating,
-    check_input_rank,
-    check_positive_number,
-    int_tuple,
-)
+from cnnjax.checks import check_bool, check_positive_number, int_tuple
+from cnnjax.ops.arithmetic import output_sizes, resolve_padding
+from cnnjax.ops.spec import DIMENSION_NUMBERS, Pairs, accumulation_dtype, effective_kernel_size
+from cnnjax.ops.validation import as_array, check_floating, check_input_rank
 
 
 class _Pool(NamedTuple):
@@ -333,9 +327,7 @@ def weighted_avg_pool(
     ch = x.shape[-1]
     kernel = jnp.broadcast_to(jnp.asarray(weights, acc)[..., None, None], (*pool.window, 1, ch))
     nd = len(pool.window)
-    dims = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}[
-        nd
-    ]
+    dims = DIMENSION_NUMBERS[nd]
     y = lax.conv_general_dilated(
         x.astype(acc),
         kernel,
