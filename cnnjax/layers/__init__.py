@@ -3,8 +3,8 @@
 Layers: `Conv`, `ConvTranspose`, `MaxPool`, `AvgPool`, `LpPool`, `AdaptiveAvgPool`,
 `AdaptiveMaxPool`, `GlobalAvgPool`, `GlobalMaxPool`, `Flatten`, `Dropout`.
 Normalization: `make_norm(name, train=...)` with name in `NORMS`.
-Blocks: `ConvNormAct`, `BasicBlock`, `Bottleneck`, `PreActBasicBlock`, `PreActBottleneck`,
-`DoubleConv`, `UNetDown`, `UNetUp`.
+Blocks: `ConvNormAct`, `ResidualBlock` (presets `BasicBlock`, `Bottleneck`,
+`PreActBasicBlock`, `PreActBottleneck`), `DoubleConv`, `UNetDown`, `UNetUp`.
 """
 
 from cnnjax.layers.blocks import (
@@ -16,6 +16,7 @@ from cnnjax.layers.blocks import (
     DoubleConv,
     PreActBasicBlock,
     PreActBottleneck,
+    ResidualBlock,
     UNetDown,
     UNetUp,
     center_crop,
@@ -57,6 +58,7 @@ __all__ = [
     "MaxPool",
     "PreActBasicBlock",
     "PreActBottleneck",
+    "ResidualBlock",
     "UNetDown",
     "UNetUp",
     "center_crop",
