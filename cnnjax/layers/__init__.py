@@ -8,19 +8,12 @@ Blocks: `ConvNormAct`, `ResidualBlock` (presets `BasicBlock`, `Bottleneck`,
 """
 
 from cnnjax.layers.blocks import (
-    UNET_PADDINGS,
-    UPSAMPLE_MODES,
     BasicBlock,
     Bottleneck,
     ConvNormAct,
-    DoubleConv,
     PreActBasicBlock,
     PreActBottleneck,
     ResidualBlock,
-    UNetDown,
-    UNetUp,
-    center_crop,
-    pad_to,
     symmetric_padding,
 )
 from cnnjax.layers.conv import Conv, ConvTranspose
@@ -35,6 +28,15 @@ from cnnjax.layers.pooling import (
     GlobalMaxPool,
     LpPool,
     MaxPool,
+)
+from cnnjax.layers.unet import (
+    UNET_PADDINGS,
+    UPSAMPLE_MODES,
+    DoubleConv,
+    UNetDown,
+    UNetUp,
+    center_crop,
+    pad_to,
 )
 
 __all__ = [
