@@ -1,6 +1,7 @@
 """Per-shape conv lowering benchmark: forward + backward (gradient w.r.t. kernel, and input
 unless it is the network's first layer) of every conv shape of the three benchmark models,
-for each lowering in `cnnjax.ops.lowering.CONV_LOWERINGS`, side by side in one process.
+for each lowering in `cnnjax.ops.lowering.CONV_LOWERINGS` and the im2col rewrite below (never
+chosen, kept for comparison), side by side in one process.
 
     python -m benchmarks._conv_shapes [--models simple_cnn,resnet18,unet] [--reps 5]
 
@@ -10,13 +11,43 @@ The numbers feed `choose_conv_lowering`; run it again after changing XLA or its 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
+from cnnjax.ops.conv_lowering import grouped_gemm
 from cnnjax.ops.lowering import CONV_LOWERINGS, ConvSpec, choose_conv_lowering
+from cnnjax.ops.spec import DIMENSION_NUMBERS
+
+
+def conv_patches_gemm(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
+    """Convolution as `lax.conv_general_dilated_patches` (im2col) times one GEMM.
+
+    The patches' features are ordered (in_ch, *kernel offsets); the kernel is permuted to
+    match. Same arguments and result as `cnnjax.ops.conv_lowering.conv_slices_gemm`.
+    """
+    nd = kernel.ndim - 2
+    *ks, sub_in, out_ch = kernel.shape
+    g = spec.groups
+    cols = lax.conv_general_dilated_patches(
+        x,
+        filter_shape=tuple(ks),
+        window_strides=spec.stride,
+        padding=spec.padding,
+        rhs_dilation=spec.dilation,
+        dimension_numbers=DIMENSION_NUMBERS[nd],
+        precision=lax.Precision.HIGHEST,
+    )
+    # kernel (*k, sub_in, out) -> (sub_in, *k, out) -> (sub_in * K, g, out // g)
+    k2 = jnp.moveaxis(kernel, -2, 0).reshape(sub_in * math.prod(ks), g, out_ch // g)
+    return grouped_gemm(cols, k2, g, x.dtype)
+
+
+LOWERINGS = {**CONV_LOWERINGS, "patches_gemm": conv_patches_gemm}
 
 # (input shape, kernel size, in, out, stride, padding, first layer)
 SHAPES = {
@@ -68,7 +99,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(SHAPES))
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
-    names = list(CONV_LOWERINGS)
+    names = list(LOWERINGS)
     print(f"{'shape':<38} " + " ".join(f"{n:>8}" for n in names) + "   chosen")
     rng = np.random.default_rng(0)
     for model in args.models.split(","):
@@ -78,7 +109,7 @@ def main() -> None:
             spec = ConvSpec((s, s), ((p, p), (p, p)), (1, 1), 1)
             res = []
             for name in names:
-                f = CONV_LOWERINGS[name]
+                f = LOWERINGS[name]
 
                 def loss(x, w, f=f, spec=spec):
                     return jnp.sum(f(x, w, spec) ** 2)

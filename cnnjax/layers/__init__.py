@@ -3,23 +3,17 @@
 Layers: `Conv`, `ConvTranspose`, `MaxPool`, `AvgPool`, `LpPool`, `AdaptiveAvgPool`,
 `AdaptiveMaxPool`, `GlobalAvgPool`, `GlobalMaxPool`, `Flatten`, `Dropout`.
 Normalization: `make_norm(name, train=...)` with name in `NORMS`.
-Blocks: `ConvNormAct`, `BasicBlock`, `Bottleneck`, `PreActBasicBlock`, `PreActBottleneck`,
-`DoubleConv`, `UNetDown`, `UNetUp`.
+Blocks: `ConvNormAct`, `ResidualBlock` (presets `BasicBlock`, `Bottleneck`,
+`PreActBasicBlock`, `PreActBottleneck`), `DoubleConv`, `UNetDown`, `UNetUp`.
 """
 
 from cnnjax.layers.blocks import (
-    UNET_PADDINGS,
-    UPSAMPLE_MODES,
     BasicBlock,
     Bottleneck,
     ConvNormAct,
-    DoubleConv,
     PreActBasicBlock,
     PreActBottleneck,
-    UNetDown,
-    UNetUp,
-    center_crop,
-    pad_to,
+    ResidualBlock,
     symmetric_padding,
 )
 from cnnjax.layers.conv import Conv, ConvTranspose
@@ -34,6 +28,15 @@ from cnnjax.layers.pooling import (
     GlobalMaxPool,
     LpPool,
     MaxPool,
+)
+from cnnjax.layers.unet import (
+    UNET_PADDINGS,
+    UPSAMPLE_MODES,
+    DoubleConv,
+    UNetDown,
+    UNetUp,
+    center_crop,
+    pad_to,
 )
 
 __all__ = [
@@ -57,6 +60,7 @@ __all__ = [
     "MaxPool",
     "PreActBasicBlock",
     "PreActBottleneck",
+    "ResidualBlock",
     "UNetDown",
     "UNetUp",
     "center_crop",

@@ -16,56 +16,37 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 
 from cnnjax import ops
+from cnnjax.checks import check_int, int_tuple
+from cnnjax.ops.validation import check_groups, check_input_rank
 
 Initializer = Any
 IntOrSeq = int | Sequence[int]
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _kernel_and_bias(
+    module: Conv | ConvTranspose, x: jnp.ndarray, *, transpose: bool
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray | None, int]:
+    """Creates the layer's "kernel" (then "bias") parameter for input `x` and promotes all
+    three to the compute dtype; returns `(x, kernel, bias, groups)`.
 
-
-def kernel_tuple(kernel_size: Any, x_ndim: int, name: str = "kernel_size") -> tuple[int, ...]:
-    """`kernel_size` (an int, or one int per spatial dim) as a tuple matching an input of rank
-    `x_ndim` = batch + spatial dims + channels."""
-    spatial = x_ndim - 2
-    if spatial not in (1, 2, 3):
-        raise ValueError(
-            f"input must be (batch, *spatial, channels) with 1, 2 or 3 spatial dims; "
-            f"got rank {x_ndim}"
-        )
-    if _is_int(kernel_size):
-        sizes = (kernel_size,) * spatial
-    elif isinstance(kernel_size, Sequence) and all(_is_int(k) for k in kernel_size):
-        sizes = tuple(kernel_size)
-        if len(sizes) != spatial:
-            raise ValueError(
-                f"{name}={kernel_size!r} has {len(sizes)} entries but the input has "
-                f"{spatial} spatial dims (rank {x_ndim}, channels-last)"
-            )
-    else:
-        raise TypeError(f"{name} must be an int or a sequence of ints; got {kernel_size!r}")
-    if any(k < 1 for k in sizes):
-        raise ValueError(f"{name} entries must be >= 1; got {kernel_size!r}")
-    return sizes
-
-
-def check_groups(groups: Any, in_ch: int, out_ch: int, layer: str) -> int:
-    """`groups` is a positive int dividing both channel counts."""
-    if not _is_int(groups) or groups < 1:
-        raise ValueError(f"{layer}: groups must be a positive int; got {groups!r}")
-    if in_ch % groups or out_ch % groups:
-        raise ValueError(
-            f"{layer}: groups={groups} must divide both the input channels ({in_ch}) and "
-            f"the output features ({out_ch})"
-        )
-    return groups
-
-
-def _check_features(features: Any, layer: str) -> int:
-    if not _is_int(features) or features < 1:
-        raise ValueError(f"{layer}: features must be a positive int; got {features!r}")
-    return features
+    Kernel `(*kernel_size, in_ch // groups, features)`, or `(*kernel_size, features //
+    groups, in_ch)` for the transpose. Only what the shapes need is checked here; the op
+    checks the rest.
+    """
+    nd = check_input_rank(x, "x")
+    features = check_int(module.features, "features")
+    ksize = int_tuple(module.kernel_size, nd, "kernel_size", minimum=1)
+    in_ch = x.shape[-1]
+    groups = check_groups(module.groups, in_ch, features)
+    io = (features // groups, in_ch) if transpose else (in_ch // groups, features)
+    kernel = module.param("kernel", module.kernel_init, (*ksize, *io), module.param_dtype)
+    bias = (
+        module.param("bias", module.bias_init, (features,), module.param_dtype)
+        if module.use_bias
+        else None
+    )
+    x, kernel, bias = promote_dtype(x, kernel, bias, dtype=module.dtype)
+    return x, kernel, bias, groups
 
 
 class Conv(nn.Module):
@@ -92,19 +73,7 @@ class Conv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        features = _check_features(self.features, "Conv")
-        ksize = kernel_tuple(self.kernel_size, jnp.ndim(x))
-        in_ch = x.shape[-1]
-        groups = check_groups(self.groups, in_ch, features, "Conv")
-        kernel = self.param(
-            "kernel", self.kernel_init, (*ksize, in_ch // groups, features), self.param_dtype
-        )
-        bias = (
-            self.param("bias", self.bias_init, (features,), self.param_dtype)
-            if self.use_bias
-            else None
-        )
-        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        x, kernel, bias, groups = _kernel_and_bias(self, x, transpose=False)
         return ops.conv(
             x,
             kernel,
@@ -140,19 +109,7 @@ class ConvTranspose(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        features = _check_features(self.features, "ConvTranspose")
-        ksize = kernel_tuple(self.kernel_size, jnp.ndim(x))
-        in_ch = x.shape[-1]
-        groups = check_groups(self.groups, in_ch, features, "ConvTranspose")
-        kernel = self.param(
-            "kernel", self.kernel_init, (*ksize, features // groups, in_ch), self.param_dtype
-        )
-        bias = (
-            self.param("bias", self.bias_init, (features,), self.param_dtype)
-            if self.use_bias
-            else None
-        )
-        x, kernel, bias = promote_dtype(x, kernel, bias, dtype=self.dtype)
+        x, kernel, bias, groups = _kernel_and_bias(self, x, transpose=True)
         return ops.conv_transpose(
             x,
             kernel,

@@ -19,6 +19,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from cnnjax.checks import check_choice, check_int
+
 NORMS: tuple[str, ...] = ("batch", "group", "layer", "instance", "none")
 
 NormFactory = Callable[..., nn.Module]
@@ -26,9 +28,7 @@ NormFactory = Callable[..., nn.Module]
 
 def check_norm_name(norm: Any) -> str:
     """`norm` is one of `NORMS`; returns it."""
-    if not isinstance(norm, str) or norm not in NORMS:
-        raise ValueError(f"norm must be one of {', '.join(map(repr, NORMS))}; got {norm!r}")
-    return norm
+    return check_choice(norm, "norm", NORMS)
 
 
 def make_norm(
@@ -74,12 +74,10 @@ def make_norm(
             **common,
         )
     if norm == "group":
-        if not isinstance(num_groups, int) or isinstance(num_groups, bool) or num_groups < 1:
-            raise ValueError(f"num_groups must be a positive int; got {num_groups!r}")
+        check_int(num_groups, "num_groups")
         return functools.partial(nn.GroupNorm, num_groups=num_groups, **common)
     if norm == "layer":
-        if spatial_dims not in (0, 1, 2, 3):
-            raise ValueError(f"spatial_dims must be 0, 1, 2 or 3; got {spatial_dims!r}")
+        check_choice(spatial_dims, "spatial_dims", (0, 1, 2, 3))
         axes = tuple(range(-(spatial_dims + 1), 0))
         return functools.partial(nn.LayerNorm, reduction_axes=axes, feature_axes=-1, **common)
     if norm == "instance":

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax import ops
+from cnnjax.checks import check_rate
 
 IntOrSeq = int | Sequence[int]
 
@@ -132,8 +133,7 @@ class Dropout(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-        if not 0.0 <= self.rate < 1.0:
-            raise ValueError(f"Dropout: rate must be in [0, 1); got {self.rate!r}")
-        return nn.Dropout(self.rate, broadcast_dims=self.broadcast_dims, name="dropout")(
+        rate = check_rate(self.rate, "rate")
+        return nn.Dropout(rate, broadcast_dims=self.broadcast_dims, name="dropout")(
             x, deterministic=not train
         )

@@ -1,16 +1,23 @@
-"""Shared checks and factories for the model zoo."""
+"""Shared checks and factories for the model zoo.
+
+Option values are checked when a model is created (each model's `__post_init__` calls
+`check_options`), so `create("resnet18", stem="foo")` fails at once; the input is checked
+when the model is applied (`check_input`, `require_min_size`).
+"""
 
 from __future__ import annotations
 
 import collections
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.layers import Conv, ConvTranspose
+from cnnjax.checks import check_choice, check_int
+from cnnjax.layers import Conv, ConvTranspose, make_norm
+from cnnjax.layers.norm import NORMS, NormFactory
 
 # He et al. (2015) init as torchvision uses for ResNet convs: N(0, 2 / fan_out).
 KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -63,25 +70,34 @@ def dense_factory(dtype: Any, param_dtype: Any) -> functools.partial:
     return functools.partial(nn.Dense, dtype=dtype, param_dtype=param_dtype)
 
 
-def check_positive_ints(values: Sequence[Any], name: str, model: str) -> tuple[int, ...]:
-    """A non-empty sequence of positive ints (widths, stage sizes)."""
-    try:
-        items = tuple(values)
-    except TypeError:
-        items = None
-    if not items or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in items
-    ):
-        raise ValueError(
-            f"{model}: {name} must be a non-empty sequence of positive ints; got {values!r}"
-        )
-    return items
+def check_options(model: nn.Module, label: str, **checks: Callable[[Any, str], Any]) -> None:
+    """Runs `check(value, "label: field")` for each `field=check`, plus the options every
+    model shares: `num_classes` and, when the model has them, `norm` and `num_groups`."""
+    checks = {"num_classes": check_int, **checks}
+    if hasattr(model, "norm"):
+        checks.update(norm=choice(*NORMS), num_groups=check_int)
+    for field, check in checks.items():
+        check(getattr(model, field), f"{label}: {field}")
 
 
-def check_rate(rate: Any, name: str, model: str) -> float:
-    if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0.0 <= rate < 1.0:
-        raise ValueError(f"{model}: {name} must be a number in [0, 1); got {rate!r}")
-    return float(rate)
+def choice(*choices: Any) -> Callable[[Any, str], Any]:
+    """A check (for `check_options`) that the value is one of `choices`."""
+    return lambda value, name: check_choice(value, name, choices)
+
+
+def model_norm(model: nn.Module, train: bool, spatial_dims: int = 2) -> NormFactory | None:
+    """`make_norm` with the model's `norm`, `num_groups`, `axis_name` and dtypes bound."""
+    return make_norm(
+        model.norm,
+        train=train,
+        axis_name=model.axis_name,
+        dtype=model.dtype,
+        param_dtype=model.param_dtype,
+        num_groups=model.num_groups,
+        spatial_dims=spatial_dims,
+    )
+
+
 
 
 def output(logits: jnp.ndarray, features: dict[str, jnp.ndarray], return_features: bool):

@@ -3,7 +3,8 @@
 A factory is a Linen module class, a `functools.partial` of one (a named variant such as
 `resnet18 = partial(ResNet, stage_sizes=(2, 2, 2, 2))`) or any callable returning a module.
 For module classes and partials of them, `create` checks option names against the module's
-fields, so a misspelled option fails with the list of valid ones.
+fields, so a misspelled option fails with the list of valid ones; the model then checks the
+option values when it is created.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from typing import Any
 
 import flax.linen as nn
 
+from cnnjax.checks import check_int
+from cnnjax.registry import Registry
+
 ModelFactory = Callable[..., nn.Module]
 
-_REGISTRY: dict[str, ModelFactory] = {}
+MODELS: Registry[ModelFactory] = Registry("model")
 
 _HIDDEN_FIELDS = frozenset({"parent", "name"})
 
@@ -30,33 +34,25 @@ def register(
 
     A name already taken raises ValueError unless `overwrite=True`.
     """
-    if callable(name) and not isinstance(name, str):
+    if name is not None and not isinstance(name, str):
         return register(None, overwrite=overwrite)(name)
 
     def decorator(factory: ModelFactory) -> ModelFactory:
-        key = name if name is not None else getattr(factory, "__name__", None)
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"register: a model name (non-empty str) is needed; got {key!r}")
         if not callable(factory):
-            raise TypeError(f"register({key!r}): factory must be callable; got {factory!r}")
-        if key in _REGISTRY and not overwrite:
-            raise ValueError(f"register: model {key!r} is already registered (overwrite=True)")
-        _REGISTRY[key] = factory
-        return factory
+            raise TypeError(f"register({name!r}): factory must be callable; got {factory!r}")
+        return MODELS.register(name, overwrite=overwrite)(factory)
 
     return decorator
 
 
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def get_factory(name: str) -> ModelFactory:
     """The factory registered under `name`; ValueError listing the valid names otherwise."""
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
-    return _REGISTRY[name]
+    return MODELS.get(name)
 
 
 def model_options(name: str) -> dict[str, Any]:
@@ -84,13 +80,12 @@ def model_options(name: str) -> dict[str, Any]:
 def create(name: str, num_classes: int | None = None, **options: Any) -> nn.Module:
     """Builds the registered model `name`; `num_classes=None` keeps the model's default.
 
-    Unknown option names raise TypeError naming the valid options.
+    Unknown option names raise TypeError naming the valid options; bad option values raise
+    (from the model's own checks) ValueError/TypeError naming option, value and expectation.
     """
     factory = get_factory(name)
     if num_classes is not None:
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int; got {num_classes!r}")
-        options["num_classes"] = num_classes
+        options["num_classes"] = check_int(num_classes, "num_classes")
     cls, _ = _module_class(factory)
     if cls is not None:
         valid = set(model_options(name))

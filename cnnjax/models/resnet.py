@@ -15,31 +15,21 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.layers import (
-    BasicBlock,
-    Bottleneck,
-    GlobalAvgPool,
-    MaxPool,
-    PreActBasicBlock,
-    PreActBottleneck,
-    make_norm,
-)
+from cnnjax.checks import check_int, check_int_sequence
+from cnnjax.layers import GlobalAvgPool, MaxPool, ResidualBlock
 from cnnjax.models.common import (
     KAIMING_FAN_OUT,
     check_input,
-    check_positive_ints,
+    check_options,
+    choice,
     conv_factory,
     dense_factory,
+    model_norm,
     output,
 )
 from cnnjax.models.registry import register
 
-BLOCKS = {
-    ("basic", False): BasicBlock,
-    ("bottleneck", False): Bottleneck,
-    ("basic", True): PreActBasicBlock,
-    ("bottleneck", True): PreActBottleneck,
-}
+BLOCK_TYPES = ("basic", "bottleneck")
 STEMS = ("imagenet", "cifar")
 
 
@@ -76,25 +66,22 @@ class ResNet(nn.Module):
     param_dtype: Any = jnp.float32
     axis_name: str | None = None
 
+    def __post_init__(self) -> None:
+        check_options(
+            self,
+            "resnet",
+            stage_sizes=check_int_sequence,
+            block=choice(*BLOCK_TYPES),
+            width=check_int,
+            stem=choice(*STEMS),
+        )
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x, *, train: bool = False, return_features: bool = False):
         check_input(x, "resnet", 2)
-        stages = check_positive_ints(self.stage_sizes, "stage_sizes", "resnet")
-        (width,) = check_positive_ints((self.width,), "width", "resnet")
-        if self.block not in ("basic", "bottleneck"):
-            raise ValueError(f"resnet: block must be 'basic' or 'bottleneck'; got {self.block!r}")
-        if self.stem not in STEMS:
-            raise ValueError(f"resnet: stem must be one of {STEMS}; got {self.stem!r}")
-        block_cls = BLOCKS[(self.block, bool(self.preactivation))]
-        norm = make_norm(
-            self.norm,
-            train=train,
-            axis_name=self.axis_name,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            num_groups=self.num_groups,
-            spatial_dims=2,
-        )
+        width = self.width
+        norm = model_norm(self, train)
         conv = conv_factory(self.dtype, self.param_dtype, KAIMING_FAN_OUT)
         feats: dict[str, jnp.ndarray] = {}
 
@@ -108,15 +95,17 @@ class ResNet(nn.Module):
                 x = self.act(norm(name="stem_norm")(x) if norm else x)
         feats["stem"] = x
 
-        for i, n_blocks in enumerate(stages):
+        for i, n_blocks in enumerate(self.stage_sizes):
             for j in range(n_blocks):
-                x = block_cls(
+                x = ResidualBlock(
                     features=width * 2**i,
                     stride=2 if i > 0 and j == 0 else 1,
                     conv=conv,
                     norm=norm,
                     act=self.act,
                     zero_init_last=self.zero_init_last_norm,
+                    bottleneck=self.block == "bottleneck",
+                    preactivation=bool(self.preactivation),
                     name=f"stage{i + 1}_block{j + 1}",
                 )(x)
             feats[f"stage{i + 1}"] = x

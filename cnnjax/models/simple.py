@@ -11,21 +11,15 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.layers import (
-    AvgPool,
-    ConvNormAct,
-    Dropout,
-    Flatten,
-    GlobalAvgPool,
-    MaxPool,
-    make_norm,
-)
+from cnnjax.checks import check_int, check_int_sequence, check_rate
+from cnnjax.layers import AvgPool, ConvNormAct, Dropout, Flatten, GlobalAvgPool, MaxPool
 from cnnjax.models.common import (
     check_input,
-    check_positive_ints,
-    check_rate,
+    check_options,
+    choice,
     conv_factory,
     dense_factory,
+    model_norm,
     output,
     require_min_size,
 )
@@ -45,12 +39,15 @@ class SimpleCNN(nn.Module):
     hidden: int = 64
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    axis_name: str | None = None  # unused (no batch norm); kept so every model clones alike
+
+    def __post_init__(self) -> None:
+        check_options(self, "simple_cnn", widths=_three_widths, hidden=check_int)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x, *, train: bool = False, return_features: bool = False):
         check_input(x, "simple_cnn", 2)
-        w1, w2, w3 = _three(self.widths, "simple_cnn")
+        w1, w2, w3 = self.widths
         require_min_size(x, "simple_cnn", 18, "three valid 3x3 convs and two 2x2 pools")
         conv = conv_factory(self.dtype, self.param_dtype)
         dense = dense_factory(self.dtype, self.param_dtype)
@@ -66,11 +63,11 @@ class SimpleCNN(nn.Module):
         return output(logits, feats, return_features)
 
 
-def _three(widths: Sequence[int], model: str) -> tuple[int, int, int]:
-    items = check_positive_ints(widths, "widths", model)
+def _three_widths(widths: Sequence[int], name: str) -> tuple[int, ...]:
+    items = check_int_sequence(widths, name)
     if len(items) != 3:
-        raise ValueError(f"{model}: widths must have 3 entries; got {widths!r}")
-    return items  # type: ignore[return-value]
+        raise ValueError(f"{name} must have 3 entries, got {widths!r}")
+    return items
 
 
 @register("lenet5")
@@ -86,13 +83,14 @@ class LeNet5(nn.Module):
     act: Any = nn.relu
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    axis_name: str | None = None  # unused (no batch norm); kept so every model clones alike
+
+    def __post_init__(self) -> None:
+        check_options(self, "lenet5", pool=choice("max", "avg"))
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x, *, train: bool = False, return_features: bool = False):
         check_input(x, "lenet5", 2)
-        if self.pool not in ("max", "avg"):
-            raise ValueError(f"lenet5: pool must be 'max' or 'avg'; got {self.pool!r}")
         require_min_size(x, "lenet5", 16, "two valid 5x5 convs and two 2x2 pools")
         pool = MaxPool if self.pool == "max" else AvgPool
         conv = conv_factory(self.dtype, self.param_dtype)
@@ -127,24 +125,23 @@ class ConvNet(nn.Module):
     param_dtype: Any = jnp.float32
     axis_name: str | None = None
 
+    def __post_init__(self) -> None:
+        check_options(
+            self,
+            "convnet",
+            spatial_dims=choice(1, 2, 3),
+            widths=check_int_sequence,
+            kernel_size=check_int,
+            dropout=check_rate,
+        )
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x, *, train: bool = False, return_features: bool = False):
-        model = f"cnn{self.spatial_dims}d"
-        if self.spatial_dims not in (1, 2, 3):
-            raise ValueError(f"convnet: spatial_dims must be 1, 2 or 3; got {self.spatial_dims!r}")
+        model, widths = f"cnn{self.spatial_dims}d", self.widths
         check_input(x, model, self.spatial_dims)
-        widths = check_positive_ints(self.widths, "widths", model)
-        rate = check_rate(self.dropout, "dropout", model)
         require_min_size(x, model, 2 ** (len(widths) - 1), f"{len(widths) - 1} 2x max pools")
-        norm = make_norm(
-            self.norm,
-            train=train,
-            axis_name=self.axis_name,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            num_groups=self.num_groups,
-            spatial_dims=self.spatial_dims,
-        )
+        norm = model_norm(self, train, self.spatial_dims)
         conv = conv_factory(self.dtype, self.param_dtype)
         feats: dict[str, jnp.ndarray] = {}
         for i, width in enumerate(widths):
@@ -159,7 +156,7 @@ class ConvNet(nn.Module):
             )(x)
             feats[f"stage{i + 1}"] = x
         x = feats["pool"] = GlobalAvgPool(name="global_pool")(x)
-        x = Dropout(rate, name="dropout")(x, train=train)
+        x = Dropout(self.dropout, name="dropout")(x, train=train)
         logits = dense_factory(self.dtype, self.param_dtype)(self.num_classes, name="logits")(x)
         return output(logits, feats, return_features)
 

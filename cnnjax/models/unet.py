@@ -16,27 +16,18 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.layers import (
-    UNET_PADDINGS,
-    UPSAMPLE_MODES,
-    DoubleConv,
-    UNetDown,
-    UNetUp,
-    make_norm,
-)
+from cnnjax.checks import check_choice, check_int
+from cnnjax.layers import UNET_PADDINGS, UPSAMPLE_MODES, DoubleConv, UNetDown, UNetUp
 from cnnjax.models.common import (
     check_input,
+    check_options,
+    choice,
     conv_factory,
     conv_transpose_factory,
+    model_norm,
     output,
 )
 from cnnjax.models.registry import register
-
-
-def _check_depth(depth: Any) -> int:
-    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 1:
-        raise ValueError(f"unet: depth must be a positive int; got {depth!r}")
-    return depth
 
 
 def unet_output_size(size: int, depth: int, padding: str) -> int:
@@ -46,9 +37,8 @@ def unet_output_size(size: int, depth: int, padding: str) -> int:
     remove 4, pools halve (floor), up-convs double. Raises ValueError when a level would be
     empty, naming the smallest input that works.
     """
-    _check_depth(depth)
-    if padding not in UNET_PADDINGS:
-        raise ValueError(f"unet: padding must be one of {UNET_PADDINGS}; got {padding!r}")
+    check_int(depth, "unet: depth")
+    check_choice(padding, "unet: padding", UNET_PADDINGS)
     out = _output_size_or_none(size, depth, padding)
     if out is None:
         smallest = next(n for n in range(1, 1 << 20) if _output_size_or_none(n, depth, padding))
@@ -105,31 +95,25 @@ class UNet(nn.Module):
     param_dtype: Any = jnp.float32
     axis_name: str | None = None
 
+    def __post_init__(self) -> None:
+        check_options(
+            self,
+            "unet",
+            spatial_dims=choice(1, 2, 3),
+            depth=check_int,
+            base_features=check_int,
+            padding=choice(*UNET_PADDINGS),
+            upsample=choice(*UPSAMPLE_MODES),
+        )
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x, *, train: bool = False, return_features: bool = False):
-        if self.spatial_dims not in (1, 2, 3):
-            raise ValueError(f"unet: spatial_dims must be 1, 2 or 3; got {self.spatial_dims!r}")
         check_input(x, "unet", self.spatial_dims)
-        depth = _check_depth(self.depth)
-        if not isinstance(self.base_features, int) or self.base_features < 1:
-            raise ValueError(
-                f"unet: base_features must be a positive int; got {self.base_features!r}"
-            )
-        if self.upsample not in UPSAMPLE_MODES:
-            raise ValueError(
-                f"unet: upsample must be one of {UPSAMPLE_MODES}; got {self.upsample!r}"
-            )
+        depth = self.depth
         for n in x.shape[1:-1]:
             unet_output_size(n, depth, self.padding)
-        norm = make_norm(
-            self.norm,
-            train=train,
-            axis_name=self.axis_name,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            num_groups=self.num_groups,
-            spatial_dims=self.spatial_dims,
-        )
+        norm = model_norm(self, train, self.spatial_dims)
         conv = conv_factory(self.dtype, self.param_dtype)
         stage = dict(padding=self.padding, conv=conv, norm=norm, act=self.act)
         feats: dict[str, jnp.ndarray] = {}

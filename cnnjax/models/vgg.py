@@ -15,13 +15,14 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from cnnjax.layers import AdaptiveAvgPool, Dropout, Flatten, MaxPool, make_norm
+from cnnjax.checks import check_int, check_rate
+from cnnjax.layers import AdaptiveAvgPool, Dropout, Flatten, MaxPool
 from cnnjax.models.common import (
     check_input,
-    check_positive_ints,
-    check_rate,
+    check_options,
     conv_factory,
     dense_factory,
+    model_norm,
     output,
     require_min_size,
 )
@@ -66,24 +67,18 @@ class VGG(nn.Module):
     param_dtype: Any = jnp.float32
     axis_name: str | None = None
 
+    def __post_init__(self) -> None:
+        check_options(
+            self, "vgg", width=check_int, hidden=check_int, pool_size=check_int, dropout=check_rate
+        )
+        super().__post_init__()
+
     @nn.compact
     def __call__(self, x, *, train: bool = False, return_features: bool = False):
         check_input(x, "vgg", 2)
-        rate = check_rate(self.dropout, "dropout", "vgg")
-        check_positive_ints(
-            (self.width, self.hidden, self.pool_size), "width, hidden and pool_size", "vgg"
-        )
         pools = sum(1 for c in self.config if c == "M")
         require_min_size(x, "vgg", 2**pools, f"{pools} 2x2 max pools")
-        norm = make_norm(
-            self.norm,
-            train=train,
-            axis_name=self.axis_name,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            num_groups=self.num_groups,
-            spatial_dims=2,
-        )
+        norm = model_norm(self, train)
         conv = conv_factory(self.dtype, self.param_dtype)
         dense = dense_factory(self.dtype, self.param_dtype)
         feats: dict[str, jnp.ndarray] = {}
@@ -102,7 +97,7 @@ class VGG(nn.Module):
         x = Flatten(name="flatten")(x)
         for i in (1, 2):
             x = feats[f"fc{i}"] = nn.relu(dense(self.hidden, name=f"fc{i}")(x))
-            x = Dropout(rate, name=f"dropout{i}")(x, train=train)
+            x = Dropout(self.dropout, name=f"dropout{i}")(x, train=train)
         logits = dense(self.num_classes, name="head")(x)
         return output(logits, feats, return_features)
 
@@ -121,13 +116,14 @@ class AlexNet(nn.Module):
     dropout: float = 0.5
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    axis_name: str | None = None  # unused (no batch norm); kept so every model clones alike
+
+    def __post_init__(self) -> None:
+        check_options(self, "alexnet", width=check_int, hidden=check_int, dropout=check_rate)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x, *, train: bool = False, return_features: bool = False):
         check_input(x, "alexnet", 2)
-        rate = check_rate(self.dropout, "dropout", "alexnet")
-        check_positive_ints((self.width, self.hidden), "width and hidden", "alexnet")
         require_min_size(x, "alexnet", 63, "an 11x11/4 conv and three 3x3/2 max pools")
         conv = conv_factory(self.dtype, self.param_dtype)
         dense = dense_factory(self.dtype, self.param_dtype)
@@ -144,7 +140,7 @@ class AlexNet(nn.Module):
         x = feats["pool"] = AdaptiveAvgPool(6, name="avgpool")(x)
         x = Flatten(name="flatten")(x)
         for i in (1, 2):
-            x = Dropout(rate, name=f"dropout{i}")(x, train=train)
+            x = Dropout(self.dropout, name=f"dropout{i}")(x, train=train)
             x = feats[f"fc{i}"] = nn.relu(dense(self.hidden, name=f"fc{i}")(x))
         logits = dense(self.num_classes, name="head")(x)
         return output(logits, feats, return_features)

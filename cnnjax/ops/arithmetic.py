@@ -13,15 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from cnnjax.ops.validation import is_int
+from cnnjax.checks import check_int, is_int
+from cnnjax.ops.spec import Pairs, effective_kernel_size, transpose_count, window_count
 
-Pairs = tuple[tuple[int, int], ...]
 PADDING_STRINGS = ("valid", "same", "causal")
-
-
-def effective_kernel_size(kernel_size: int, dilation: int = 1) -> int:
-    """Extent of a dilated kernel: ``dilation*(k-1) + 1`` input positions."""
-    return dilation * (kernel_size - 1) + 1
 
 
 def _pair(padding: Any, name: str = "padding") -> tuple[int, int]:
@@ -37,12 +32,6 @@ def _pair(padding: Any, name: str = "padding") -> tuple[int, int]:
     raise TypeError(f"{name} must be an int or a (low, high) pair of ints, got {padding!r}")
 
 
-def _check_positive(value: Any, name: str) -> int:
-    if not is_int(value):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
 
 
 def same_padding(n: int, kernel_size: int, stride: int = 1, dilation: int = 1) -> tuple[int, int]:
@@ -117,10 +106,10 @@ def conv_output_size(
     ``"causal"``. With ``ceil_mode`` a partial last window counts if it starts inside the
     input or the low padding (PyTorch). Raises ValueError when the window does not fit.
     """
-    n = _check_positive(n, "n")
-    kernel_size = _check_positive(kernel_size, "kernel_size")
-    stride = _check_positive(stride, "stride")
-    dilation = _check_positive(dilation, "dilation")
+    n = check_int(n, "n")
+    kernel_size = check_int(kernel_size, "kernel_size")
+    stride = check_int(stride, "stride")
+    dilation = check_int(dilation, "dilation")
     if isinstance(padding, str):
         ((lo, hi),) = resolve_padding(padding, (n,), (kernel_size,), (stride,), (dilation,))
     else:
@@ -142,11 +131,7 @@ def _output_size(
             f"{dilation} spans {eff} positions, but the input has {n} + padding "
             f"({lo}, {hi}) = {n + lo + hi}"
         )
-    floor_out = span // stride + 1
-    if ceil_mode and span % stride and (floor_out * stride < n + lo):
-        # a partial last window counts when it starts inside the input or the low padding
-        return floor_out + 1
-    return floor_out
+    return window_count(n, kernel_size, stride, pad, dilation, ceil_mode)
 
 
 def output_sizes(
@@ -178,17 +163,17 @@ def conv_transpose_output_size(
     ``(n-1)*stride - low - high + dilation*(kernel_size-1) + output_padding + 1``;
     `padding` is an int (both sides) or a ``(low, high)`` pair.
     """
-    n = _check_positive(n, "n")
-    kernel_size = _check_positive(kernel_size, "kernel_size")
-    stride = _check_positive(stride, "stride")
-    dilation = _check_positive(dilation, "dilation")
+    n = check_int(n, "n")
+    kernel_size = check_int(kernel_size, "kernel_size")
+    stride = check_int(stride, "stride")
+    dilation = check_int(dilation, "dilation")
     lo, hi = _pair(padding)
     if lo < 0 or hi < 0:
         raise ValueError(f"padding must be >= 0 on every side, got {padding!r}")
     if not is_int(output_padding):
         raise TypeError(f"output_padding must be an int, got {output_padding!r}")
     check_output_padding(output_padding, stride, dilation)
-    out = (n - 1) * stride - lo - hi + dilation * (kernel_size - 1) + output_padding + 1
+    out = transpose_count(n, kernel_size, stride, (lo, hi), dilation, output_padding)
     if out < 1:
         raise ValueError(
             f"padding ({lo}, {hi}) removes the whole output of the transposed conv: "
@@ -256,5 +241,5 @@ def _layer_spec(layer: Any, index: int) -> LayerSpec:
         )
     spec = LayerSpec(*layer)
     for field, value in zip(LayerSpec._fields, spec, strict=True):
-        _check_positive(value, f"layers[{index}].{field}")
+        check_int(value, f"layers[{index}].{field}")
     return spec

@@ -13,19 +13,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from cnnjax.ops.arithmetic import (
-    Pairs,
-    check_output_padding,
-    effective_kernel_size,
-    output_sizes,
-    resolve_padding,
-)
-from cnnjax.ops.lowering import (
-    ConvSpec,
-    ConvTransposeSpec,
-    conv_lowered,
-    conv_transpose_lowered,
-)
+from cnnjax.checks import check_int, int_tuple
+from cnnjax.ops.arithmetic import check_output_padding, output_sizes, resolve_padding
+from cnnjax.ops.lowering import conv_lowered, conv_transpose_lowered
+from cnnjax.ops.spec import ConvSpec, ConvTransposeSpec, Pairs, transpose_count
 from cnnjax.ops.validation import (
     as_array,
     check_bias,
@@ -33,8 +24,6 @@ from cnnjax.ops.validation import (
     check_groups,
     check_input_rank,
     check_padding_mode,
-    int_tuple,
-    is_int,
 )
 
 _JNP_PAD_MODE = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
@@ -174,9 +163,7 @@ def conv_transpose(
     for op, s, d in zip(output_padding, stride, dilation, strict=True):
         check_output_padding(op, s, d)
     in_ch = x.shape[-1]
-    if not is_int(groups):
-        raise TypeError(f"groups must be an int, got {type(groups).__name__} {groups!r}")
-    groups = check_groups(groups, in_ch, kernel.shape[-2] * groups)
+    groups = check_groups(check_int(groups, "groups"), in_ch, kernel.shape[-2] * groups)
     out_ch = kernel.shape[-2] * groups
     if kernel.shape[-1] != in_ch:
         raise ValueError(
@@ -188,8 +175,8 @@ def conv_transpose(
     spatial = tuple(x.shape[1:-1])
     pairs = resolve_padding(padding, spatial, ks, stride, dilation, allowed_strings=("valid",))
     out_spatial = tuple(
-        (n - 1) * s - lo - hi + effective_kernel_size(k, d) + op
-        for n, k, s, d, (lo, hi), op in zip(
+        transpose_count(n, k, s, pad, d, op)
+        for n, k, s, d, pad, op in zip(
             spatial, ks, stride, dilation, pairs, output_padding, strict=True
         )
     )

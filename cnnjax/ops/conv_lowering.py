@@ -2,60 +2,37 @@
 `lax.conv_general_dilated`, different XLA programs).
 
 XLA's CPU backend runs some convolution shapes, and their gradients, far below the speed of
-its matrix product. Two rewrites turn a conv into one GEMM:
+its matrix product. `conv_slices_gemm` turns a conv into one GEMM: the input is padded
+once, each of the ``prod(kernel_size)`` kernel offsets takes one strided slice of it, the
+slices are concatenated on the channel axis (an im2col built from slices) and multiplied by
+the kernel reshaped to ``(prod(kernel_size) * in_ch // groups, out_ch)``. Its gradient is a
+GEMM plus pads and adds, which XLA fuses.
 
-- `conv_slices_gemm`: the input is padded once, each of the ``prod(kernel_size)`` kernel
-  offsets takes one strided slice of it, the slices are concatenated on the channel axis
-  (an im2col built from slices) and multiplied by the kernel reshaped to
-  ``(prod(kernel_size) * in_ch // groups, out_ch)``. Its gradient is a GEMM plus pads and adds,
-  which XLA fuses.
-- `conv_patches_gemm`: the same im2col built by `lax.conv_general_dilated_patches` (an
-  identity-kernel conv), then the GEMM.
-
-Both compute exactly the products and sums of the direct conv, in a different summation
+It computes exactly the products and sums of the direct conv, in a different summation
 order (float32 rounding only). `cnnjax.ops.lowering.choose_conv_lowering` decides, per shape
-and backend, which one runs; `tests/perf` checks them against the `lax` path.
+and backend, when it runs; `tests/perf` checks it against the `lax` path. (The im2col by
+`lax.conv_general_dilated_patches` never won; it lives on in `benchmarks/_conv_shapes.py`.)
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-if TYPE_CHECKING:  # lowering.py imports this module to register the lowerings
-    from cnnjax.ops.lowering import ConvSpec
-
-_PATCH_DIMENSION_NUMBERS = {
-    1: ("NWC", "WIO", "NWC"),
-    2: ("NHWC", "HWIO", "NHWC"),
-    3: ("NDHWC", "DHWIO", "NDHWC"),
-}
+from cnnjax.ops.spec import ConvSpec, accumulation_dtype, conv_output_spatial
 
 
-def conv_output_spatial(
-    spatial: tuple[int, ...], kernel_size: tuple[int, ...], spec: ConvSpec
-) -> tuple[int, ...]:
-    """Output spatial sizes ``floor((n + lo + hi - d*(k - 1) - 1) / s) + 1`` per dim."""
-    return tuple(
-        (n + lo + hi - d * (k - 1) - 1) // s + 1
-        for n, k, s, d, (lo, hi) in zip(
-            spatial, kernel_size, spec.stride, spec.dilation, spec.padding, strict=True
-        )
-    )
-
-
-def _gemm(cols: jax.Array, kernel2d: jax.Array, groups: int, dtype: jnp.dtype) -> jax.Array:
+def grouped_gemm(cols: jax.Array, kernel2d: jax.Array, groups: int, dtype: jnp.dtype) -> jax.Array:
     """``cols (..., groups * K) @ kernel2d`` blockwise per group -> ``(..., out_ch)``.
 
     `cols` holds, per group, `K` consecutive features; `kernel2d` is ``(K, groups, out/g)``.
     """
-    acc = jnp.float32 if jnp.dtype(dtype).itemsize < 4 else None  # as lowering.py
+    acc = accumulation_dtype(dtype)
     if groups == 1:
         y = lax.dot_general(
             cols,
@@ -94,33 +71,9 @@ def conv_slices_gemm(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Arr
     num = math.prod(ks)
     if g == 1:
         cols = slices[0] if num == 1 else jnp.concatenate(slices, axis=-1)
-        return _gemm(cols, kernel.reshape(num * sub_in, 1, out_ch), 1, x.dtype)
+        return grouped_gemm(cols, kernel.reshape(num * sub_in, 1, out_ch), 1, x.dtype)
     # each group's K offsets x sub_in channels consecutive: (.., K, g, sub) -> (.., g, K, sub)
     cols = jnp.stack(slices, axis=-2).reshape(batch, *out, num, g, sub_in)
     cols = jnp.moveaxis(cols, -3, -2).reshape(batch, *out, g * num * sub_in)
     k2 = kernel.reshape(num * sub_in, g, out_ch // g)
-    return _gemm(cols, k2, g, x.dtype)
-
-
-def conv_patches_gemm(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
-    """Convolution as `lax.conv_general_dilated_patches` (im2col) times one GEMM.
-
-    The patches' features are ordered (in_ch, *kernel offsets); the kernel is permuted to
-    match. Same arguments and result as `conv_slices_gemm`.
-    """
-    nd = kernel.ndim - 2
-    *ks, sub_in, out_ch = kernel.shape
-    g = spec.groups
-    num = math.prod(ks)
-    cols = lax.conv_general_dilated_patches(
-        x,
-        filter_shape=tuple(ks),
-        window_strides=spec.stride,
-        padding=spec.padding,
-        rhs_dilation=spec.dilation,
-        dimension_numbers=_PATCH_DIMENSION_NUMBERS[nd],
-        precision=lax.Precision.HIGHEST,
-    )
-    # kernel (*k, sub_in, out) -> (sub_in, *k, out) -> (sub_in * K, g, out // g)
-    k2 = jnp.moveaxis(kernel, -2, 0).reshape(sub_in * num, g, out_ch // g)
-    return _gemm(cols, k2, g, x.dtype)
+    return grouped_gemm(cols, k2, g, x.dtype)

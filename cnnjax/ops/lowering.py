@@ -14,46 +14,31 @@ from __future__ import annotations
 import math
 import string
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from cnnjax.ops.conv_lowering import conv_patches_gemm, conv_slices_gemm
+from cnnjax.ops.conv_lowering import conv_slices_gemm
+from cnnjax.ops.spec import (
+    DIMENSION_NUMBERS,
+    ConvSpec,
+    ConvTransposeSpec,
+    accumulation_dtype,
+    conv_output_spatial,
+)
 
-Pairs = tuple[tuple[int, int], ...]
-
-_DIMENSION_NUMBERS = {
-    1: ("NWC", "WIO", "NWC"),
-    2: ("NHWC", "HWIO", "NHWC"),
-    3: ("NDHWC", "DHWIO", "NDHWC"),
-}
-
-
-class ConvSpec(NamedTuple):
-    """A validated convolution: per spatial dim stride, (low, high) zero padding, dilation."""
-
-    stride: tuple[int, ...]
-    padding: Pairs
-    dilation: tuple[int, ...]
-    groups: int
-
-
-class ConvTransposeSpec(NamedTuple):
-    """A validated transposed convolution (the adjoint of the `ConvSpec` conv it mirrors)."""
-
-    stride: tuple[int, ...]
-    padding: Pairs
-    output_padding: tuple[int, ...]
-    dilation: tuple[int, ...]
-    groups: int
-
-
-def accumulation_dtype(dtype: jnp.dtype) -> jnp.dtype | None:
-    """float32 accumulation for half-precision inputs (bfloat16/float16), else the default."""
-    return jnp.float32 if jnp.dtype(dtype).itemsize < 4 else None
+__all__ = [
+    "CONV_LOWERINGS",
+    "CONV_TRANSPOSE_LOWERINGS",
+    "ConvSpec",
+    "ConvTransposeSpec",
+    "choose_conv_lowering",
+    "choose_conv_transpose_lowering",
+    "conv_lowered",
+    "conv_transpose_lowered",
+]
 
 
 # --------------------------------------------------------------------------- conv
@@ -68,7 +53,7 @@ def conv_xla(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
         window_strides=spec.stride,
         padding=spec.padding,
         rhs_dilation=spec.dilation,
-        dimension_numbers=_DIMENSION_NUMBERS[nd],
+        dimension_numbers=DIMENSION_NUMBERS[nd],
         feature_group_count=spec.groups,
         preferred_element_type=accumulation_dtype(x.dtype),
     )
@@ -78,7 +63,6 @@ def conv_xla(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
 CONV_LOWERINGS: dict[str, Callable[[jax.Array, jax.Array, ConvSpec], jax.Array]] = {
     "xla": conv_xla,
     "slices_gemm": conv_slices_gemm,
-    "patches_gemm": conv_patches_gemm,
 }
 
 
@@ -88,26 +72,17 @@ def choose_conv_lowering(
     """Name of the `CONV_LOWERINGS` entry for this conv (the single dispatch point).
 
     Off the CPU, XLA's native convolution (cuDNN / TPU convs). On the CPU, one GEMM over
-    kernel-offset slices (`conv_slices_gemm`) where it measured faster, forward + backward,
-    on the 2-core AVX-512 machine (jax 0.10.2; `python -m benchmarks._conv_shapes`):
-    pointwise (1x1) convs, e.g. ResNet's strided 1x1 projection 75 -> 19 ms and a U-Net
-    1x1 head 16 -> 4 ms, and convs with at most 16 output positions per image (ResNet's
-    4x4 stage, 52 -> 39 ms and 88 -> 72 ms); whole ResNet-18 CIFAR train step ~1.3x.
-    Elsewhere (3x3 convs on larger maps) XLA's conv was 1.3-4x faster than either GEMM
-    rewrite; im2col by `conv_general_dilated_patches` never won. Single-input-channel convs
-    (MNIST's first layer) were faster alone (12 -> 8 ms) but not inside the whole step.
+    kernel-offset slices (`conv_slices_gemm`) for pointwise (1x1) convs and for convs with at
+    most 16 output positions per image (ResNet's last stage), where XLA's CPU conv and its
+    gradient run far below the speed of its matrix product; XLA's conv elsewhere. The
+    measurements behind these rules are in the README and `python -m benchmarks._conv_shapes`.
     """
     del dtype
     if jax.default_backend() != "cpu":
         return "xla"
     nd = len(kernel_shape) - 2
     ks = tuple(kernel_shape[:nd])
-    out_positions = math.prod(
-        (n + lo + hi - d * (k - 1) - 1) // s + 1
-        for n, k, s, d, (lo, hi) in zip(
-            x_shape[1:-1], ks, spec.stride, spec.dilation, spec.padding, strict=True
-        )
-    )
+    out_positions = math.prod(conv_output_spatial(tuple(x_shape[1:-1]), ks, spec))
     if all(k == 1 for k in ks):
         return "slices_gemm"
     if out_positions <= 16 and spec.groups == 1:
@@ -149,7 +124,7 @@ def conv_transpose_xla(x: jax.Array, kernel: jax.Array, spec: ConvTransposeSpec)
         padding=padding,
         lhs_dilation=spec.stride,
         rhs_dilation=spec.dilation,
-        dimension_numbers=_DIMENSION_NUMBERS[nd],
+        dimension_numbers=DIMENSION_NUMBERS[nd],
         feature_group_count=g,
         preferred_element_type=accumulation_dtype(x.dtype),
     )
@@ -163,8 +138,8 @@ def conv_transpose_kernel_eq_stride(
 
     Windows do not overlap, so every input pixel writes its own ``k1 x k2 ...`` block: one
     einsum then depth-to-space, then the padding crop / output_padding as a `lax.pad`.
-    Measured on the 2-core CPU (jax 0.10.2, forward+backward, (8, 64, 64, 32) -> 16 ch):
-    about 3x faster than `conv_transpose_xla` and than `lax.conv_transpose`.
+    Chosen because it avoids the input-dilated conv, which wastes most of its products on
+    inserted zeros.
     """
     nd = kernel.ndim - 2
     *ks, sub_out, in_ch = kernel.shape

@@ -91,7 +91,7 @@ def test_conv_errors():
         Conv(8, (3, 3, 3)).init(jax.random.key(0), x)
     with pytest.raises(ValueError, match="features"):
         Conv(0, 3).init(jax.random.key(0), x)
-    with pytest.raises(ValueError, match="rank"):
+    with pytest.raises(ValueError, match="ndim 2"):
         Conv(8, 3).init(jax.random.key(0), jnp.zeros((8, 6)))
 
 

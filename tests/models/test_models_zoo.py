@@ -226,15 +226,47 @@ def test_register_custom_factory():
     finally:
         from cnnjax.models import registry
 
-        del registry._REGISTRY[name]
+        del registry.MODELS._entries[name]
 
 
 @pytest.mark.parametrize("name", sorted(SMALL_INPUTS))
 def test_common_fields_for_the_trainer(name):
+    """Every model has `dtype`/`param_dtype`; those with a `norm` option (batch norm possible)
+    also have the `axis_name` the trainer sets for synchronised batch statistics."""
     model = models.create(name)
-    clone = model.clone(axis_name="data", dtype=jnp.bfloat16)
-    assert clone.axis_name == "data"
+    clone = model.clone(dtype=jnp.bfloat16)
+    assert clone.dtype == jnp.bfloat16
     assert model.param_dtype == jnp.float32
+    options = models.model_options(name)
+    assert ("axis_name" in options) == ("norm" in options)
+    if "norm" in options:
+        assert model.clone(axis_name="data").axis_name == "data"
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("resnet18", dict(stem="foo"), r"resnet: stem must be one of 'imagenet', 'cifar'; got"),
+        ("resnet18", dict(norm="foo"), r"resnet: norm must be one of 'batch', .*; got 'foo'"),
+        ("resnet18", dict(stage_sizes=(2, 0)), r"resnet: stage_sizes must be a non-empty"),
+        ("unet", dict(depth=0), r"unet: depth must be >= 1, got 0"),
+        ("unet_tiny", dict(upsample="deconv"), r"unet: upsample must be one of"),
+        ("cnn2d", dict(dropout=1.0), r"convnet: dropout must be a number in \[0, 1\), got 1.0"),
+        ("simple_cnn", dict(widths=(8, 8)), r"simple_cnn: widths must have 3 entries"),
+        ("lenet5", dict(pool="min"), r"lenet5: pool must be one of 'max', 'avg'; got 'min'"),
+        ("vgg_tiny", dict(hidden=0), r"vgg: hidden must be >= 1, got 0"),
+        ("alexnet_tiny", dict(width=0), r"alexnet: width must be >= 1, got 0"),
+    ],
+)
+def test_bad_options_fail_at_create(name, options, message):
+    """Option values are checked when the model is created, before any `init`."""
+    with pytest.raises(ValueError, match=message):
+        models.create(name, **options)
+
+
+def test_bad_option_type_fails_at_create():
+    with pytest.raises(TypeError, match=r"unet: base_features must be an int, got str '8'"):
+        models.create("unet_tiny", base_features="8")
 
 
 # --- errors ----------------------------------------------------------------------------------

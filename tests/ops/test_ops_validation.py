@@ -46,7 +46,7 @@ KT2 = jnp.zeros((2, 2, 8, 4))  # conv_transpose kernel: (*k, out_ch // groups, i
         (
             dict(padding_mode="mirror"),
             ValueError,
-            r"padding_mode must be one of \('zeros', 'reflect', 'replicate', 'circular'\).*mirror",
+            r"padding_mode must be one of 'zeros', 'reflect', 'replicate', 'circular'.*mirror",
         ),
         (
             dict(padding=6, padding_mode="reflect"),

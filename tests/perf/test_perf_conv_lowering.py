@@ -14,10 +14,11 @@ import pytest
 
 from cnnjax import ops
 from cnnjax.ops import lowering
-from cnnjax.ops.conv_lowering import conv_patches_gemm, conv_slices_gemm
-from cnnjax.ops.lowering import ConvSpec, conv_xla
+from cnnjax.ops.conv_lowering import conv_slices_gemm
+from cnnjax.ops.lowering import conv_xla
+from cnnjax.ops.spec import ConvSpec
 
-ALTERNATIVES = {"slices_gemm": conv_slices_gemm, "patches_gemm": conv_patches_gemm}
+ALTERNATIVES = {"slices_gemm": conv_slices_gemm}
 
 # (input shape, kernel size, out_ch, stride, padding pairs, dilation, groups)
 CASES = [
