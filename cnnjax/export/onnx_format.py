@@ -83,7 +83,9 @@ def _convert(spec: ExportSpec, path: Path) -> None:
 def run_onnx(path: str | Path, x: np.ndarray) -> np.ndarray:
     """Logits of the ONNX model at `path` for the float32 batch `x`, with onnxruntime (CPU)."""
     ort = _import("onnxruntime", "running an ONNX model")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: jax2onnx's shape hints draw merge warnings
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return session.run(None, {name: np.asarray(x, np.float32)})[0]
 

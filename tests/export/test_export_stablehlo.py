@@ -7,12 +7,10 @@ import subprocess
 import sys
 import textwrap
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from export_helpers import make_model
 
-import cnnjax.models as models
 from cnnjax.export import export_model
 
 # name -> (create options, one example's shape); a classifier, a ResNet and a U-Net.
@@ -62,16 +60,7 @@ RUNNER = textwrap.dedent(
 
 def _create(name):
     options, shape = MODELS[name]
-    model = models.create(name, num_classes=3, **options)
-    variables = model.init(jax.random.key(1), jnp.zeros((1, *shape)), train=False)
-    # Non-trivial batch statistics, so eval mode (running averages) is really exercised.
-    if "batch_stats" in variables:
-        keys = iter(jax.random.split(jax.random.key(2), 1000))
-        stats = jax.tree.map(
-            lambda a: a + 0.3 * jax.random.uniform(next(keys), a.shape), variables["batch_stats"]
-        )
-        variables = {**variables, "batch_stats": stats}
-    return model, variables, shape
+    return (*make_model(name, options, shape, seed=1), shape)
 
 
 @pytest.fixture(scope="module")
