@@ -41,8 +41,8 @@ def _import(module: str, purpose: str) -> Any:
         return importlib.import_module(module)
     except ImportError as e:
         raise ExportError(
-            f"{purpose} needs the optional package {module!r} ({e}); install the extra: "
-            "pip install 'cnnjax[onnx]'"
+            f"{purpose} needs the optional package {module!r} ({e}); install it with: "
+            "pip install 'cnnjax[onnx]' && pip install --no-deps jax2onnx==0.17.1"
         ) from e
 
 
