@@ -5,6 +5,8 @@ TensorFlow). Limits of jax2onnx 0.17.1 that shape this module:
 
 - the batch dimension is FIXED (`ExportSpec.onnx_batch_size`, default 1): its `lax.pad`
   lowering cannot carry a symbolic dimension, and every cnnjax convolution pads explicitly;
+- its max-pooling lowering makes graphs onnxruntime rejects; `cnnjax.export.onnx_plugins`
+  replaces it for channels-last pools (installed before every conversion);
 - a primitive without a lowering (or with an unsupported layout, e.g. 3D convolutions) fails:
   `ExportError` names the primitive and the Flax module it came from;
 - a graph that converts but that onnxruntime rejects or computes differently fails the check
@@ -65,6 +67,7 @@ def _convert(spec: ExportSpec, path: Path) -> None:
     # jax2onnx imports every plugin, its Equinox/dm-pix examples included, and logs a
     # traceback for each one whose package is absent: irrelevant to Linen models.
     logging.getLogger("jax2onnx.plugins.plugin_system").setLevel(logging.ERROR)
+    importlib.import_module("cnnjax.export.onnx_plugins").install()  # imports jax2onnx
     shape = (spec.onnx_batch_size, *spec.input_shape)
     try:
         jax2onnx.to_onnx(spec.forward, [shape], model_name=spec.name, opset=OPSET,

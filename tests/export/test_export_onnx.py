@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from export_helpers import make_model
 
-from cnnjax.export import ExportError, export_model
+from cnnjax.export import ExportError, ExportSpec, export_model, onnx_format
 
 pytest.importorskip("jax2onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -16,25 +16,27 @@ ort = pytest.importorskip("onnxruntime")
 # run in the fast suite; the rest are slow (each conversion takes ~10 s on 2 cores).
 CONVERTS = [
     ("simple_cnn", {"widths": (4, 8, 8), "hidden": 16}, (28, 28, 1)),
-    ("resnet_tiny", {}, (16, 16, 3)),
+    # ImageNet stem: its overlapping 3x3/2 max pool needs cnnjax.export.onnx_plugins.
+    ("resnet_tiny", {"stem": "imagenet"}, (32, 32, 3)),
     ("unet_tiny", {}, (12, 16, 3)),
 ]
 CONVERTS_SLOW = [
+    ("resnet_tiny", {}, (16, 16, 3)),
+    ("alexnet_tiny", {}, (63, 63, 3)),
     ("lenet5", {}, (32, 32, 1)),
     ("cnn1d", {"widths": (4, 8)}, (32, 2)),
     ("cnn2d", {"widths": (4, 8)}, (20, 20, 3)),
     ("vgg_tiny", {}, (32, 32, 3)),
     ("resnet_tiny", {"preactivation": True, "block": "bottleneck", "width": 4}, (16, 16, 3)),
     ("unet_tiny", {"padding": "valid", "norm": "instance"}, (20, 20, 1)),
+    # Full size (the torchvision layout and the paper's U-Net, 'same' padding).
+    ("resnet18", {}, (32, 32, 3)),
+    ("unet", {}, (48, 40, 1)),
 ]
 # (name, options, shape, text the error must contain): what does not convert, and why.
 FAILS = [("cnn3d", {"widths": (4, 8), "norm": "group", "num_groups": 2}, (4, 4, 4, 1),
           "conv_general_dilated")]
 FAILS_SLOW = [
-    # jax2onnx lowers an overlapping NHWC max pool to a 4-spatial-dim MaxPool (batch and
-    # channels included), which onnxruntime's CPU kernel rejects.
-    ("alexnet_tiny", {}, (63, 63, 3), "MaxPool"),
-    ("resnet_tiny", {"stem": "imagenet"}, (32, 32, 3), "MaxPool"),
     # jax2onnx 0.17.1 has no antialiased resize (Flax's upsampling by jax.image.resize).
     ("unet_tiny", {"upsample": "resize"}, (16, 16, 1), "jax.image.resize"),
 ]
@@ -91,3 +93,27 @@ def test_unsupported_op_is_named(tmp_path, name, options, shape, op):
                          ids=[f[0] for f in FAILS_SLOW])
 def test_unsupported_op_is_named_slow(tmp_path, name, options, shape, op):
     _check_fails(tmp_path, name, options, shape, op)
+
+
+def _spec():
+    model, variables = make_model("simple_cnn", {"widths": (4, 4, 4), "hidden": 8}, (18, 18, 1))
+    return ExportSpec(model, variables, (18, 18, 1), "simple_cnn")
+
+
+def test_check_rejects_a_graph_that_disagrees(tmp_path, monkeypatch):
+    spec = _spec()
+    expected = np.asarray(spec.forward(spec.example_input(1)))
+    monkeypatch.setattr(onnx_format, "run_onnx", lambda path, x: expected + 1e-3)
+    with pytest.raises(ExportError, match="disagrees with JAX"):
+        onnx_format._check(spec, tmp_path / "model.onnx")
+    monkeypatch.setattr(onnx_format, "run_onnx", lambda path, x: expected + 1e-7)
+    assert onnx_format._check(spec, tmp_path / "model.onnx")["checked_with_onnxruntime"]
+
+
+def test_check_names_onnxruntimes_error(tmp_path, monkeypatch):
+    def fail(path, x):
+        raise RuntimeError("node_MaxPool_8: Unsupported pooling size")
+
+    monkeypatch.setattr(onnx_format, "run_onnx", fail)
+    with pytest.raises(ExportError, match=r"onnxruntime cannot run.*MaxPool"):
+        onnx_format._check(_spec(), tmp_path / "model.onnx")
