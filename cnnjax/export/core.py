@@ -109,19 +109,15 @@ def parse_formats(formats: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def _check_input_shape(input_shape: Any) -> tuple[int, ...]:
-    try:
-        shape = tuple(int(d) for d in input_shape)
-        ok = len(shape) >= 2 and all(
-            d >= 1 and not isinstance(v, bool) for d, v in zip(shape, input_shape, strict=True)
-        )
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
+    dims = list(input_shape) if isinstance(input_shape, list | tuple) else None
+    if dims is None or len(dims) < 2 or not all(
+        isinstance(d, int | np.integer) and not isinstance(d, bool) and d >= 1 for d in dims
+    ):
         raise ValueError(
             f"input_shape={input_shape!r}: expected the shape of ONE example without the batch "
             "dimension, channels last, positive ints: (H, W, C), (L, C) or (D, H, W, C)"
         )
-    return shape
+    return tuple(int(d) for d in dims)
 
 
 def _describe(value: Any) -> Any:
