@@ -1,11 +1,14 @@
 """`export_model`'s argument checks (all before any work) and multi-platform StableHLO."""
 
+import importlib.util
+
 import jax
 import jax.numpy as jnp
 import pytest
 from export_helpers import make_model
 
-from cnnjax.export import available_formats, export_model, parse_formats
+import cnnjax.models as models
+from cnnjax.export import available_formats, default_formats, export_model, parse_formats
 
 SHAPE = (16, 16, 3)
 
@@ -60,3 +63,12 @@ def test_stablehlo_for_several_platforms(tiny, tmp_path):
     x = jax.random.normal(jax.random.key(0), (3, *SHAPE))
     expected = model.apply(variables, x, train=False)
     assert jnp.allclose(exp.call(x), expected, atol=1e-5 * float(jnp.abs(expected).max()))
+
+
+def test_default_formats_follow_the_model_and_the_installed_packages():
+    has_onnx = importlib.util.find_spec("jax2onnx") is not None
+    has_torch = importlib.util.find_spec("torch") is not None
+    unet, resnet = models.create("unet_tiny"), models.create("resnet_tiny")
+    assert default_formats(unet) == ("stablehlo", "onnx")[: 1 + has_onnx]
+    torch_ok = has_torch and hasattr(models, "to_torchvision")
+    assert ("torch" in default_formats(resnet)) == torch_ok
