@@ -12,15 +12,15 @@ from cnnjax.export import ExportError, ExportSpec, export_model, onnx_format
 pytest.importorskip("jax2onnx")
 ort = pytest.importorskip("onnxruntime")
 
-# (registry name, create options, one example's shape): every family, tiny. The first three
+# (registry name, create options, one example's shape): every family, tiny. The first two
 # run in the fast suite; the rest are slow (each conversion takes ~10 s on 2 cores).
 CONVERTS = [
     ("simple_cnn", {"widths": (4, 8, 8), "hidden": 16}, (28, 28, 1)),
     # ImageNet stem: its overlapping 3x3/2 max pool needs cnnjax.export.onnx_plugins.
     ("resnet_tiny", {"stem": "imagenet"}, (32, 32, 3)),
-    ("unet_tiny", {}, (12, 16, 3)),
 ]
 CONVERTS_SLOW = [
+    ("unet_tiny", {}, (12, 16, 3)),
     ("resnet_tiny", {}, (16, 16, 3)),
     ("alexnet_tiny", {}, (63, 63, 3)),
     ("lenet5", {}, (32, 32, 1)),
