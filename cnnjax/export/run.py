@@ -1,0 +1,168 @@
+"""`export_run`: export a training run's checkpoint, with everything needed to use it.
+
+    export_run("runs/mnist", checkpoint="best", formats="stablehlo,onnx")
+    # -> runs/mnist/export/step_<n>/{model.stablehlo, model.onnx, export.json}
+
+The run is rebuilt from its own `config.json` (`cnnjax.train.loop.load_config` and `build`),
+its checkpoint restored with `cnnjax.checkpoint.CheckpointManager` (read-only), and the
+input shape is what the evaluation pipeline feeds the model: the data set's image shape after
+the deterministic (eval-mode) augmentation ops of the config (resize, center crop).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from cnnjax import models
+from cnnjax.checkpoint import CheckpointManager, Restored
+from cnnjax.data import augment as augment_lib
+from cnnjax.export.core import export_model, parse_formats
+from cnnjax.train.loop import CHECKPOINT_DIR, Components, build, load_config
+
+__all__ = ["default_formats", "export_from_flags", "export_run", "parse_checkpoint"]
+
+EXPORT_DIR = "export"
+_TORCHVISION_FAMILIES = (models.ResNet, models.VGG, models.AlexNet)
+
+
+def parse_checkpoint(checkpoint: str | int) -> str | int:
+    """"best" | "latest" | a step (int, or its decimal string) -> checked value."""
+    if checkpoint in ("best", "latest"):
+        return checkpoint
+    if isinstance(checkpoint, str) and checkpoint.strip().isdigit():
+        return int(checkpoint)
+    if isinstance(checkpoint, int | np.integer) and not isinstance(checkpoint, bool):
+        if checkpoint >= 0:
+            return int(checkpoint)
+    raise ValueError(f"checkpoint={checkpoint!r}: expected 'best', 'latest' or a step >= 0")
+
+
+def default_formats(model: Any) -> tuple[str, ...]:
+    """Every format that applies: StableHLO always; ONNX when jax2onnx is installed; torch for
+    the torchvision families when `cnnjax.models.to_torchvision` and PyTorch exist."""
+    out = ["stablehlo"]
+    if _importable("jax2onnx"):
+        out.append("onnx")
+    if (isinstance(model, _TORCHVISION_FAMILIES) and hasattr(models, "to_torchvision")
+            and _importable("torch")):
+        out.append("torch")
+    return tuple(out)
+
+
+def _importable(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def restore_run(workdir: str | os.PathLike, checkpoint: str | int) -> tuple[Components, Restored]:
+    """(built run, restored checkpoint) of `workdir`; FileNotFoundError when either is missing.
+
+    "best" falls back to "latest" when the run never validated (as `evaluate` does).
+    """
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise FileNotFoundError(f"workdir {str(workdir)!r} does not exist (or is not a folder)")
+    c = build(load_config(workdir))
+    directory = workdir / CHECKPOINT_DIR
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no checkpoints in {directory}: train first")
+    with CheckpointManager(directory, best_metric=c.best_metric, best_mode=c.best_mode,
+                           read_only=True) as ckpt:
+        which = checkpoint
+        if which == "best" and ckpt.best_step() is None:
+            which = "latest"  # no validation ran
+        restored = ckpt.restore(c.init_state(), which)
+    if restored is None:
+        raise FileNotFoundError(f"no checkpoint {checkpoint!r} in {directory}: train first")
+    return c, restored
+
+
+def eval_input_shape(c: Components) -> tuple[int, ...]:
+    """One example's shape as the evaluation pipeline gives it (eval-mode ops applied)."""
+    ops, _ = augment_lib.build_ops(c.config.augment or None, c.info)
+    record = augment_lib.apply_ops(ops, dict(c.train_source[0]), np.random.default_rng(0),
+                                   train=False)
+    return tuple(int(d) for d in np.shape(record["image"]))
+
+
+def run_metadata(c: Components, restored: Restored, workdir: Path,
+                 checkpoint: str | int) -> dict[str, Any]:
+    """export.json's run-specific part: model options, preprocessing, classes, checkpoint."""
+    cfg, info = c.config, c.info
+    normalize = bool(cfg.data.normalize)
+    channels = len(info.mean)
+    return {
+        "model": {"create": {"name": cfg.model, "num_classes": info.num_classes,
+                             **dict(cfg.model_options)}},
+        "preprocessing": {
+            "input": "uint8 image 0..255, channels last",
+            "formula": "(x / 255 - mean) / std, per channel, float32",
+            "mean": list(info.mean) if normalize else [0.0] * channels,
+            "std": list(info.std) if normalize else [1.0] * channels,
+            "augment_spec": cfg.augment or None,
+            "note": "before normalising, apply the eval-mode ops of augment_spec (resize, "
+                    "center_crop), as cnnjax.data.make_pipeline(train=False) does",
+        },
+        "task": c.task.name,
+        "dataset": info.name,
+        "num_classes": info.num_classes,
+        "class_names": list(info.class_names),
+        "checkpoint": {"workdir": str(workdir.absolute()), "requested": checkpoint,
+                       "step": int(restored.step), "metrics": restored.metrics},
+        "run": restored.meta.get("run", {}),
+        "config": cfg.to_dict(),
+    }
+
+
+def export_run(
+    workdir: str | os.PathLike,
+    *,
+    checkpoint: str | int = "best",
+    formats: str | Sequence[str] = "auto",
+    output_dir: str | os.PathLike | None = None,
+    onnx_batch_size: int = 1,
+) -> dict[str, Path]:
+    """Export `workdir`'s checkpoint ("best", "latest" or a step) in `formats`.
+
+    `formats="auto"`: `default_formats(model)`. `output_dir` defaults to
+    `workdir/export/step_<step>`. Returns `{format: main file, "export.json": path}`.
+    Raises ValueError for a bad format or checkpoint (before any work), FileNotFoundError for
+    a missing workdir, config or checkpoint, ExportError when a format cannot be written.
+    """
+    checkpoint = parse_checkpoint(checkpoint)
+    if formats != "auto":
+        formats = parse_formats(formats)
+    workdir = Path(workdir)
+    c, restored = restore_run(workdir, checkpoint)
+    if formats == "auto":
+        formats = default_formats(c.model)
+    state = restored.state
+    variables = {"params": state.params, **dict(state.model_state or {})}
+    variables = jax.device_get(variables)
+    out = Path(output_dir) if output_dir is not None else (
+        workdir / EXPORT_DIR / f"step_{int(restored.step)}")
+    return export_model(
+        c.model, variables, input_shape=eval_input_shape(c), output_dir=out, formats=formats,
+        metadata=run_metadata(c, restored, workdir, checkpoint), name=c.config.model,
+        onnx_batch_size=onnx_batch_size,
+    )
+
+
+def export_from_flags(workdir: str, checkpoint: str = "best", formats: str = "auto",
+                      output: str | None = None) -> dict[str, Path]:
+    """The `--mode=export` of the experiment scripts: flag strings in, files out.
+
+    Bad `--checkpoint`/`--format` values raise ValueError before anything is loaded (the
+    scripts turn it into a usage error, exit code 2); see `export_run` for the rest.
+    """
+    if not workdir:
+        raise ValueError("--workdir is needed for --mode=export")
+    return export_run(workdir, checkpoint=checkpoint, formats=formats or "auto",
+                      output_dir=output or None)
+

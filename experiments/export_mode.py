@@ -1,0 +1,74 @@
+"""`--mode=export` of the experiment scripts, and a standalone entry point for it.
+
+    python -m experiments.export_mode --workdir=runs/mnist [--checkpoint=best]
+        [--format=stablehlo,onnx,torch] [--output=DIR]
+
+`run_export(workdir, checkpoint, formats, output)` is what `experiments.classify` and
+`experiments.segment` call for `--mode=export --format=... --output=...`: it prints the files
+written and returns the exit code (0 ok, 2 bad --checkpoint/--format, 1 failed export), with a
+one-line message and no traceback for a user's mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from cnnjax.checkpoint import CorruptCheckpointError, StructureMismatchError
+from cnnjax.export import (
+    ExportError,
+    available_formats,
+    export_from_flags,
+    parse_checkpoint,
+    parse_formats,
+)
+
+__all__ = ["main", "run_export"]
+
+FORMAT_HELP = (f"comma-separated export formats from {available_formats()}; 'auto' (default): "
+               "every format that applies to the model and whose packages are installed")
+
+
+def run_export(workdir: str, checkpoint: str = "best", formats: str = "auto",
+               output: str | None = None, *, prog: str = "experiments.export_mode") -> int:
+    """Export `workdir`'s checkpoint; returns the process exit code (see the module doc)."""
+    try:
+        parse_checkpoint(checkpoint)
+        if formats != "auto":
+            parse_formats(formats)
+        if not workdir:
+            raise ValueError("--workdir is needed")
+    except (ValueError, TypeError) as e:
+        print(f"{prog}: usage error: {e}", file=sys.stderr)
+        return 2
+    try:
+        paths = export_from_flags(workdir, checkpoint, formats, output)
+    except (ExportError, FileNotFoundError, ValueError, TypeError,
+            CorruptCheckpointError, StructureMismatchError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    for fmt, path in paths.items():
+        print(f"wrote {fmt}: {path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `--workdir --checkpoint --format --output` (argv[0] is the program name)."""
+    argv = sys.argv if argv is None else argv
+    parser = argparse.ArgumentParser(prog="experiments.export_mode", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", required=True, help="the training run's workdir")
+    parser.add_argument("--checkpoint", default="best", help="best, latest or a step number")
+    parser.add_argument("--format", default="auto", dest="formats", help=FORMAT_HELP)
+    parser.add_argument("--output", default=None,
+                        help="output folder (default: WORKDIR/export/step_<step>)")
+    try:
+        args = parser.parse_args(list(argv[1:]))
+    except SystemExit as e:  # argparse prints the usage message itself
+        return int(e.code or 0)
+    return run_export(args.workdir, args.checkpoint, args.formats, args.output)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
