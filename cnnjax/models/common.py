@@ -91,3 +91,10 @@ def output(logits: jnp.ndarray, features: dict[str, jnp.ndarray], return_feature
     through jit and tree maps, whereas it sorts the keys of a plain dict.
     """
     return (logits, collections.OrderedDict(features)) if return_features else logits
+
+
+def classifier_head(x: jnp.ndarray, num_classes: int, dense: Any, name: str = "head"):
+    """Logits `dense(num_classes)(x)`, or `x` itself when `num_classes == 0`: a model without
+    head returns its pooled features (timm's convention), for feature extraction and
+    linear probes."""
+    return x if num_classes == 0 else dense(num_classes, name=name)(x)

@@ -82,14 +82,19 @@ def model_options(name: str) -> dict[str, Any]:
 
 
 def create(name: str, num_classes: int | None = None, **options: Any) -> nn.Module:
-    """Builds the registered model `name`; `num_classes=None` keeps the model's default.
+    """Builds the registered model `name`; `num_classes=None` keeps the model's default and
+    `num_classes=0` drops the classifier head, so the model returns its pooled features
+    (timm's convention; the classifiers of the zoo support it).
 
     Unknown option names raise TypeError naming the valid options.
     """
     factory = get_factory(name)
     if num_classes is not None:
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int; got {num_classes!r}")
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+            raise ValueError(
+                f"num_classes must be an int >= 0 (0: no head, pooled features); "
+                f"got {num_classes!r}"
+            )
         options["num_classes"] = num_classes
     cls, _ = _module_class(factory)
     if cls is not None:

@@ -20,6 +20,7 @@ from cnnjax.models.common import (
     check_input,
     check_positive_ints,
     check_rate,
+    classifier_head,
     conv_factory,
     dense_factory,
     output,
@@ -52,6 +53,7 @@ class VGG(nn.Module):
     `pool_size`, then Dense `hidden` -> ReLU -> dropout, twice, and Dense `num_classes`.
     Inputs need at least `2**pools` (32) pixels per side. `width` scales every conv's
     channels by `width / 64`. Features: block1..block5 (after each pool), pool, fc1, fc2.
+    `num_classes=0`: no head; the model returns the features after fc2 (and dropout).
     """
 
     config: Sequence[int | str] = VGG_CONFIGS["vgg16"]
@@ -103,7 +105,7 @@ class VGG(nn.Module):
         for i in (1, 2):
             x = feats[f"fc{i}"] = nn.relu(dense(self.hidden, name=f"fc{i}")(x))
             x = Dropout(rate, name=f"dropout{i}")(x, train=train)
-        logits = dense(self.num_classes, name="head")(x)
+        logits = classifier_head(x, self.num_classes, dense)
         return output(logits, feats, return_features)
 
 
@@ -112,7 +114,7 @@ class AlexNet(nn.Module):
     (64), 5x5 (192), 3x3 (384, 256, 256) with ReLU and 3x3/2 max pools, adaptive average
     pool to 6x6, then dropout -> Dense `hidden` -> ReLU, twice, and Dense `num_classes`.
     Inputs need at least 63x63. `width` scales conv channels by `width / 64`.
-    Features: conv1..conv5, pool, fc1, fc2.
+    Features: conv1..conv5, pool, fc1, fc2. `num_classes=0`: no head; returns fc2.
     """
 
     num_classes: int = 1000
@@ -146,7 +148,7 @@ class AlexNet(nn.Module):
         for i in (1, 2):
             x = Dropout(rate, name=f"dropout{i}")(x, train=train)
             x = feats[f"fc{i}"] = nn.relu(dense(self.hidden, name=f"fc{i}")(x))
-        logits = dense(self.num_classes, name="head")(x)
+        logits = classifier_head(x, self.num_classes, dense)
         return output(logits, feats, return_features)
 
 

@@ -127,10 +127,10 @@ def test_output_shapes_and_features(name):
 def test_feature_names_in_order():
     _, feats = _out_shape(models.create("resnet18"), (1, 64, 64, 3), return_features=True)
     assert isinstance(feats, collections.OrderedDict)  # keeps its order through jit
-    assert list(feats) == ["stem", "stage1", "stage2", "stage3", "stage4", "pool"]
+    assert list(feats) == ["stem_act", "stem", "stage1", "stage2", "stage3", "stage4", "pool"]
     assert [feats[k].shape for k in feats] == [
-        (1, 16, 16, 64), (1, 16, 16, 64), (1, 8, 8, 128), (1, 4, 4, 256), (1, 2, 2, 512),
-        (1, 512),
+        (1, 32, 32, 64), (1, 16, 16, 64), (1, 16, 16, 64), (1, 8, 8, 128), (1, 4, 4, 256),
+        (1, 2, 2, 512), (1, 512),
     ]  # fmt: skip
     _, feats = _out_shape(models.create("unet_tiny", depth=3), (1, 16, 16, 1), return_features=True)
     assert list(feats) == ["enc1", "enc2", "enc3", "dec2", "dec1"]
@@ -207,7 +207,7 @@ def test_registry_create_and_errors():
     with pytest.raises(TypeError, match=r"unknown option.*stemm.*valid options:.*stem"):
         models.create("resnet18", stemm="cifar")
     with pytest.raises(ValueError, match="num_classes"):
-        models.create("resnet18", num_classes=0)
+        models.create("resnet18", num_classes=-1)
     with pytest.raises(ValueError, match="already registered"):
         models.register("resnet18")(models.ResNet)
     assert models.model_options("resnet_tiny")["stage_sizes"] == (1, 1)
