@@ -107,11 +107,15 @@ def _mismatch_error(
     )
 
 
-def _plan(name, model, state, reinit_head):
-    """(entries to load, torchvision keys dropped from the file): everything checked, one
-    ValueError listing every missing key, unexpected key and shape mismatch."""
+def _plan(
+    name: str, model: nn.Module, state: Mapping[str, np.ndarray], reinit_head: bool
+) -> tuple[dict, dict, list[str]]:
+    """(entries to load, the model's abstract variables, the file's head keys left unused):
+    everything checked first, with one ValueError listing every missing key, unexpected key
+    and shape mismatch."""
     layout = torch_names.layout_for(model)
-    shapes = {k: tuple(v.shape) for k, v in _shape_tree(model).items()}
+    abstract = _shape_tree(model)
+    shapes = {k: tuple(v.shape) for k, v in abstract.items()}
     entries = torch_names.entries(layout, shapes)
     head = layout.head + "."
     if reinit_head:
@@ -124,7 +128,7 @@ def _plan(name, model, state, reinit_head):
     wrong = [(k, s, found[k]) for k, s in expected.items() if k in found and found[k] != s]
     if missing or unexpected or wrong:
         raise _mismatch_error(name, missing, unexpected, wrong)
-    return entries, shapes, dropped
+    return entries, abstract, dropped
 
 
 def _head_classes(layout: torch_names.Layout, state: Mapping[str, np.ndarray]) -> int | None:
@@ -175,10 +179,10 @@ def from_torchvision(
     if num_classes is not None:
         model = create(name, num_classes=num_classes, **options)
     reinit_head = layout.classifier and num_classes != file_classes
-    entries, shapes, dropped = _plan(name, model, state, reinit_head)
-    flat = {k: jnp.asarray(torch_names.from_torch(e, state[e.torch_key]), dtype=_dtype(model, k))
+    entries, abstract, dropped = _plan(name, model, state, reinit_head)
+    flat = {k: jnp.asarray(torch_names.from_torch(e, state[e.torch_key]), abstract[k].dtype)
             for k, e in entries.items()}  # fmt: skip
-    fresh = sorted(k for k in shapes if k not in flat)
+    fresh = sorted(k for k in abstract if k not in flat)
     if fresh:
         x = jnp.zeros(_INIT_SHAPE, jnp.float32)
         init = jax.jit(model.init)({"params": _key(rng), "dropout": jax.random.key(0)}, x)
@@ -191,10 +195,6 @@ def from_torchvision(
             name, ", ".join(modules) or "nothing", ", ".join(dropped) or "nothing",
         )  # fmt: skip
     return model, traverse_util.unflatten_dict(flat)
-
-
-def _dtype(model: nn.Module, key: tuple[str, ...]) -> Any:
-    return model.param_dtype if key[0] == "params" else jnp.float32
 
 
 def to_torchvision(
@@ -218,6 +218,6 @@ def to_torchvision(
     layout = torch_names.layout_for(model)
     shapes = {k: tuple(np.shape(v)) for k, v in flat.items()}
     return {
-        e.torch_key: torch_names.to_torch(e, np.asarray(jax.device_get(flat[k])))
+        e.torch_key: torch_names.to_torch(e, flat[k])
         for k, e in torch_names.entries(layout, shapes).items()
     }

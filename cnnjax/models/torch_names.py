@@ -148,11 +148,14 @@ def entries(layout: Layout, shapes: Mapping[FlatKey, tuple[int, ...]]) -> dict[F
     return out
 
 
-def _unflatten_order(in_features: int, hw: tuple[int, int]) -> tuple[int, int, int]:
+def _flatten_order(in_features: int, hw: tuple[int, int]) -> np.ndarray:
+    """For each channels-last flattened input (h, w, c), its index in PyTorch's (c, h, w)
+    flattening of the same map."""
     h, w = hw
     if in_features % (h * w):
         raise ValueError(f"a flattened {h}x{w} map cannot have {in_features} inputs")
-    return h, w, in_features // (h * w)
+    c = in_features // (h * w)
+    return np.arange(in_features).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
 
 
 def torch_shape(entry: Entry, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -164,27 +167,32 @@ def torch_shape(entry: Entry, shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def to_torch(entry: Entry, value: np.ndarray) -> np.ndarray:
-    """A cnnjax array in torchvision's layout (C-contiguous)."""
+def to_torch(entry: Entry, value: Any) -> np.ndarray:
+    """A cnnjax array in torchvision's layout (a new C-contiguous array)."""
     value = np.asarray(value)
     if entry.kind == "conv":
-        value = value.transpose(3, 2, 0, 1)
-    elif entry.kind == "linear":
-        if entry.flatten_hw is not None:
-            h, w, c = _unflatten_order(value.shape[0], entry.flatten_hw)
-            value = value.reshape(h, w, c, -1).transpose(2, 0, 1, 3).reshape(h * w * c, -1)
-        value = value.T
-    return np.ascontiguousarray(value)
+        return np.ascontiguousarray(value.transpose(3, 2, 0, 1))
+    if entry.kind == "linear" and entry.flatten_hw is not None:
+        order = _flatten_order(value.shape[0], entry.flatten_hw)
+        value = _scatter(value, order)
+    return np.ascontiguousarray(value.T) if entry.kind == "linear" else np.array(value)
 
 
-def from_torch(entry: Entry, value: np.ndarray) -> np.ndarray:
-    """A torchvision array in cnnjax's layout (C-contiguous); inverse of `to_torch`."""
+def _scatter(value: np.ndarray, order: np.ndarray) -> np.ndarray:
+    out = np.empty_like(value)
+    out[order] = value
+    return out
+
+
+def from_torch(entry: Entry, value: Any) -> np.ndarray:
+    """A torchvision array in cnnjax's layout (a new C-contiguous array); inverse of
+    `to_torch`. A 2-D transpose then a row gather: faster than one 4-D transpose."""
     value = np.asarray(value)
     if entry.kind == "conv":
-        value = value.transpose(2, 3, 1, 0)
-    elif entry.kind == "linear":
-        value = value.T
-        if entry.flatten_hw is not None:
-            h, w, c = _unflatten_order(value.shape[0], entry.flatten_hw)
-            value = value.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(h * w * c, -1)
-    return np.ascontiguousarray(value)
+        return np.ascontiguousarray(value.transpose(2, 3, 1, 0))
+    if entry.kind != "linear":
+        return np.array(value)
+    value = np.ascontiguousarray(value.T)
+    if entry.flatten_hw is not None:
+        value = value[_flatten_order(value.shape[0], entry.flatten_hw)]
+    return value

@@ -114,18 +114,8 @@ class ResNet(nn.Module):
         layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def features(self, x):
-        """layer1..layer4 outputs (for the U-Net encoder test)."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        out = []
-        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = layer(x)
-            out.append(x)
-        return out
-
     def forward(self, x):
-        x = self.features(x)[-1]
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.fc(resnet_pooled(self, x))
 
 
 VGG_CFGS = {
@@ -248,3 +238,18 @@ def randomize_(model: nn.Module, seed: int) -> nn.Module:
                 if module.bias is not None:
                     module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.1)
     return model.eval()
+
+
+def resnet_stages(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """layer1..layer4 outputs of a torchvision(-named) ResNet (the U-Net encoder test)."""
+    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+    out = []
+    for layer in (model.layer1, model.layer2, model.layer3, model.layer4):
+        x = layer(x)
+        out.append(x)
+    return out
+
+
+def resnet_pooled(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The pooled features a torchvision ResNet feeds its `fc`."""
+    return torch.flatten(model.avgpool(resnet_stages(model, x)[-1]), 1)
