@@ -169,6 +169,7 @@ def from_torchvision(
     Raises:
       ValueError listing every missing key, unexpected key and shape mismatch at once.
     """
+    key = _key(rng)
     state = {k: v for k, v in read_state_dict(weights).items()
              if not k.endswith(".num_batches_tracked")}  # fmt: skip
     model = create(name, **options)
@@ -185,11 +186,11 @@ def from_torchvision(
     fresh = sorted(k for k in abstract if k not in flat)
     if fresh:
         x = jnp.zeros(_INIT_SHAPE, jnp.float32)
-        init = jax.jit(model.init)({"params": _key(rng), "dropout": jax.random.key(0)}, x)
+        init = jax.jit(model.init)({"params": key, "dropout": jax.random.key(0)}, x)
         init_flat = traverse_util.flatten_dict(init)
         flat.update({k: init_flat[k] for k in fresh})
     if fresh or dropped:
-        modules = sorted({"/".join(k[1:-1]) for k in fresh})
+        modules = sorted({k[1] for k in fresh})  # top-level modules: "head", "decoder1", ...
         logger.info(
             "from_torchvision(%r): re-initialised %s; dropped from the weights: %s",
             name, ", ".join(modules) or "nothing", ", ".join(dropped) or "nothing",

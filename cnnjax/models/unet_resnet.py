@@ -72,7 +72,10 @@ class UNetResNet(nn.Module):
                 f"unet_resnet: decoder_features must have {len(_SKIPS)} entries (strides 16 "
                 f"to 1); got {self.decoder_features!r}"
             )
-        (num_classes,) = check_positive_ints((self.num_classes,), "num_classes", "unet_resnet")
+        if not isinstance(self.num_classes, int) or self.num_classes < 1:
+            raise ValueError(
+                f"unet_resnet: num_classes must be a positive int; got {self.num_classes!r}"
+            )
         if len(self.stage_sizes) != 4:
             raise ValueError(
                 f"unet_resnet: stage_sizes must have 4 entries (strides 4 to 32); "
@@ -112,7 +115,7 @@ class UNetResNet(nn.Module):
                 y = jnp.concatenate([skip, y.astype(skip.dtype)], axis=-1)
             y = DoubleConv(features, "same", conv, norm, self.act, name=f"decoder{i + 1}")(y)
             feats[f"decoder{i + 1}"] = y
-        logits = conv(num_classes, 1, name="head")(y)
+        logits = conv(self.num_classes, 1, name="head")(y)
         return output(logits, feats, return_features)
 
 
