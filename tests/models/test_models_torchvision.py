@@ -145,15 +145,24 @@ def test_new_head_is_fresh_seeded_and_keeps_everything_else(caplog):
     assert not [r for r in caplog.records if r.name == LOGGER]  # nothing re-initialised
 
 
-def test_no_head_returns_pooled_features():
-    torch_model, state = _reference("resnet18")
-    model, variables = models.from_torchvision("resnet18", state, num_classes=0)
+@pytest.mark.parametrize(
+    ("name", "head", "features"), [("resnet18", "fc", 512), ("alexnet", "classifier.6", 4096)]
+)
+def test_no_head_returns_what_the_head_would_see(name, head, features):
+    torch_model, state = _reference(name)
+    model, variables = models.from_torchvision(name, state, num_classes=0)
     assert "head" not in variables["params"]
-    x = _image(*ODD, seed=1)
-    with torch.no_grad():
-        want = ref.resnet_pooled(torch_model, torch.from_numpy(x)).numpy()
+    seen = []
+    hook = dict(torch_model.named_modules())[head].register_forward_hook(
+        lambda module, inputs, output: seen.append(inputs[0].numpy())
+    )
+    try:
+        _torch(torch_model, x := _image(*ODD, seed=1))
+    finally:
+        hook.remove()
     got = _jax(model, variables, x)
-    assert got.shape == (1, 512) and _relative_error(got, want) < 1e-4
+    assert got.shape == seen[0].shape == (1, features)
+    assert _relative_error(got, seen[0]) < 1e-4
 
 
 @pytest.mark.parametrize(
@@ -251,3 +260,14 @@ def test_unet_resnet_output_has_input_size(name, shape):
         lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]), variables, x
     )
     assert out.shape == (*shape[:3], 4)
+
+
+def test_exported_weights_load_into_pytorch_and_give_the_same_logits():
+    _, state = _reference("resnet18")
+    model, variables = models.from_torchvision("resnet18", state, num_classes=10, rng=1)
+    exported = models.to_torchvision(model, variables)
+    torch_model = ref.reference_model("resnet18", num_classes=10).eval()
+    torch_model.load_state_dict({k: torch.from_numpy(v) for k, v in exported.items()})
+    x = _image(*ODD, seed=3)
+    want = _torch(torch_model, x)
+    assert _relative_error(_jax(model, variables, x), want) < 1e-4
