@@ -81,7 +81,7 @@ def resnet_module(path: tuple[str, ...]) -> str | None:
 
 @LAYOUTS.register("ResNet")
 def _resnet_layout(model: Any) -> Layout:
-    return Layout(lambda path: resnet_module(path), head="fc")
+    return Layout(resnet_module, head="fc")
 
 
 @LAYOUTS.register("UNetResNet")
