@@ -72,12 +72,17 @@ def dense_factory(dtype: Any, param_dtype: Any) -> functools.partial:
 
 def check_options(model: nn.Module, label: str, **checks: Callable[[Any, str], Any]) -> None:
     """Runs `check(value, "label: field")` for each `field=check`, plus the options every
-    model shares: `num_classes` and, when the model has them, `norm` and `num_groups`."""
-    checks = {"num_classes": check_int, **checks}
+    model shares: `num_classes` (0 allowed: no head, pooled features) and, when the model has
+    them, `norm` and `num_groups`."""
+    checks = {"num_classes": _classes_or_features, **checks}
     if hasattr(model, "norm"):
         checks.update(norm=choice(*NORMS), num_groups=check_int)
     for field, check in checks.items():
         check(getattr(model, field), f"{label}: {field}")
+
+
+def _classes_or_features(value: Any, name: str) -> int:
+    return check_int(value, name, minimum=0)
 
 
 def choice(*choices: Any) -> Callable[[Any, str], Any]:
@@ -107,3 +112,10 @@ def output(logits: jnp.ndarray, features: dict[str, jnp.ndarray], return_feature
     through jit and tree maps, whereas it sorts the keys of a plain dict.
     """
     return (logits, collections.OrderedDict(features)) if return_features else logits
+
+
+def classifier_head(x: jnp.ndarray, num_classes: int, dense: Any, name: str = "head"):
+    """Logits `dense(num_classes)(x)`, or `x` itself when `num_classes == 0`: a model without
+    head returns its pooled features (timm's convention), for feature extraction and
+    linear probes."""
+    return x if num_classes == 0 else dense(num_classes, name=name)(x)

@@ -78,14 +78,16 @@ def model_options(name: str) -> dict[str, Any]:
 
 
 def create(name: str, num_classes: int | None = None, **options: Any) -> nn.Module:
-    """Builds the registered model `name`; `num_classes=None` keeps the model's default.
+    """Builds the registered model `name`; `num_classes=None` keeps the model's default and
+    `num_classes=0` drops the classifier head, so the model returns its pooled features
+    (timm's convention; the classifiers of the zoo support it).
 
     Unknown option names raise TypeError naming the valid options; bad option values raise
     (from the model's own checks) ValueError/TypeError naming option, value and expectation.
     """
     factory = get_factory(name)
     if num_classes is not None:
-        options["num_classes"] = check_int(num_classes, "num_classes")
+        options["num_classes"] = check_int(num_classes, "num_classes", minimum=0)
     cls, _ = _module_class(factory)
     if cls is not None:
         valid = set(model_options(name))

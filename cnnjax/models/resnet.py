@@ -22,6 +22,7 @@ from cnnjax.models.common import (
     check_input,
     check_options,
     choice,
+    classifier_head,
     conv_factory,
     dense_factory,
     model_norm,
@@ -49,7 +50,8 @@ class ResNet(nn.Module):
         as identities (Goyal et al. 2017).
       norm: "batch", "group", "layer", "instance" or "none"; `num_groups` for "group".
       axis_name: device axis for synchronised batch norm under shard_map/pmap.
-    Features: stem, stage1..stageN, pool (pre-logits).
+    Features: stem_act (ImageNet stem: before its pool, stride 2), stem, stage1..stageN,
+    pool (pre-logits). `num_classes=0`: no head; the model returns the pooled features.
     """
 
     stage_sizes: Sequence[int] = (2, 2, 2, 2)
@@ -87,7 +89,7 @@ class ResNet(nn.Module):
 
         if self.stem == "imagenet":
             x = conv(width, 7, stride=2, padding=3, use_bias=norm is None, name="stem_conv")(x)
-            x = self.act(norm(name="stem_norm")(x) if norm else x)
+            x = feats["stem_act"] = self.act(norm(name="stem_norm")(x) if norm else x)
             x = MaxPool(3, stride=2, padding=1, name="stem_pool")(x)
         else:
             x = conv(width, 3, padding=1, use_bias=norm is None, name="stem_conv")(x)
@@ -112,7 +114,7 @@ class ResNet(nn.Module):
         if self.preactivation:
             x = self.act(norm(name="final_norm")(x) if norm else x)
         x = feats["pool"] = GlobalAvgPool(name="global_pool")(x)
-        logits = dense_factory(self.dtype, self.param_dtype)(self.num_classes, name="head")(x)
+        logits = classifier_head(x, self.num_classes, dense_factory(self.dtype, self.param_dtype))
         return output(logits, feats, return_features)
 
 

@@ -1,6 +1,7 @@
 """Small classifiers: the Keras MNIST CNN of the lecture notes, LeNet-5, and a plain
 conv-norm-act-pool network in 1, 2 or 3 spatial dims (`cnn1d` for sequences such as ECG
-signals, `cnn3d` for volumes or video clips)."""
+signals, `cnn3d` for volumes or video clips). With `num_classes=0` they have no head and
+return their last hidden features (dense1, dense2 or the pooled map)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from cnnjax.models.common import (
     check_input,
     check_options,
     choice,
+    classifier_head,
     conv_factory,
     dense_factory,
     model_norm,
@@ -59,7 +61,7 @@ class SimpleCNN(nn.Module):
         x = feats["conv3"] = nn.relu(conv(w3, 3, name="conv3")(x))
         x = Flatten(name="flatten")(x)
         x = feats["dense1"] = nn.relu(dense(self.hidden, name="dense1")(x))
-        logits = dense(self.num_classes, name="logits")(x)
+        logits = classifier_head(x, self.num_classes, dense, name="logits")
         return output(logits, feats, return_features)
 
 
@@ -103,7 +105,7 @@ class LeNet5(nn.Module):
         x = Flatten(name="flatten")(x)
         x = feats["dense1"] = self.act(dense(120, name="dense1")(x))
         x = feats["dense2"] = self.act(dense(84, name="dense2")(x))
-        logits = dense(self.num_classes, name="logits")(x)
+        logits = classifier_head(x, self.num_classes, dense, name="logits")
         return output(logits, feats, return_features)
 
 
@@ -157,7 +159,8 @@ class ConvNet(nn.Module):
             feats[f"stage{i + 1}"] = x
         x = feats["pool"] = GlobalAvgPool(name="global_pool")(x)
         x = Dropout(self.dropout, name="dropout")(x, train=train)
-        logits = dense_factory(self.dtype, self.param_dtype)(self.num_classes, name="logits")(x)
+        dense = dense_factory(self.dtype, self.param_dtype)
+        logits = classifier_head(x, self.num_classes, dense, name="logits")
         return output(logits, feats, return_features)
 
 

@@ -99,6 +99,7 @@ class UNet(nn.Module):
         check_options(
             self,
             "unet",
+            num_classes=check_int,
             spatial_dims=choice(1, 2, 3),
             depth=check_int,
             base_features=check_int,

@@ -20,6 +20,7 @@ from cnnjax.layers import AdaptiveAvgPool, Dropout, Flatten, MaxPool
 from cnnjax.models.common import (
     check_input,
     check_options,
+    classifier_head,
     conv_factory,
     dense_factory,
     model_norm,
@@ -53,6 +54,7 @@ class VGG(nn.Module):
     `pool_size`, then Dense `hidden` -> ReLU -> dropout, twice, and Dense `num_classes`.
     Inputs need at least `2**pools` (32) pixels per side. `width` scales every conv's
     channels by `width / 64`. Features: block1..block5 (after each pool), pool, fc1, fc2.
+    `num_classes=0`: no head; the model returns the features after fc2 (and dropout).
     """
 
     config: Sequence[int | str] = VGG_CONFIGS["vgg16"]
@@ -98,7 +100,7 @@ class VGG(nn.Module):
         for i in (1, 2):
             x = feats[f"fc{i}"] = nn.relu(dense(self.hidden, name=f"fc{i}")(x))
             x = Dropout(self.dropout, name=f"dropout{i}")(x, train=train)
-        logits = dense(self.num_classes, name="head")(x)
+        logits = classifier_head(x, self.num_classes, dense)
         return output(logits, feats, return_features)
 
 
@@ -107,7 +109,7 @@ class AlexNet(nn.Module):
     (64), 5x5 (192), 3x3 (384, 256, 256) with ReLU and 3x3/2 max pools, adaptive average
     pool to 6x6, then dropout -> Dense `hidden` -> ReLU, twice, and Dense `num_classes`.
     Inputs need at least 63x63. `width` scales conv channels by `width / 64`.
-    Features: conv1..conv5, pool, fc1, fc2.
+    Features: conv1..conv5, pool, fc1, fc2. `num_classes=0`: no head; returns fc2.
     """
 
     num_classes: int = 1000
@@ -142,7 +144,7 @@ class AlexNet(nn.Module):
         for i in (1, 2):
             x = Dropout(self.dropout, name=f"dropout{i}")(x, train=train)
             x = feats[f"fc{i}"] = nn.relu(dense(self.hidden, name=f"fc{i}")(x))
-        logits = dense(self.num_classes, name="head")(x)
+        logits = classifier_head(x, self.num_classes, dense)
         return output(logits, feats, return_features)
 
 

@@ -102,6 +102,7 @@ SMALL_INPUTS = {
     "unet": ((2, 48, 40, 1), (2, 48, 40, 2)),
     "unet_original": ((1, 188, 188, 1), (1, 4, 4, 2)),
     "unet_tiny": ((2, 10, 12, 3), (2, 10, 12, 2)),
+    **{f"unet_resnet{d}": ((1, 37, 50, 3), (1, 37, 50, 2)) for d in (18, 34, 50)},
     "vgg_tiny": ((2, 32, 32, 3), (2, 10)),
     **{f"vgg{d}{bn}": ((1, 32, 32, 3), (1, 1000)) for d in (11, 13, 16, 19) for bn in ("", "_bn")},
 }
@@ -127,10 +128,10 @@ def test_output_shapes_and_features(name):
 def test_feature_names_in_order():
     _, feats = _out_shape(models.create("resnet18"), (1, 64, 64, 3), return_features=True)
     assert isinstance(feats, collections.OrderedDict)  # keeps its order through jit
-    assert list(feats) == ["stem", "stage1", "stage2", "stage3", "stage4", "pool"]
+    assert list(feats) == ["stem_act", "stem", "stage1", "stage2", "stage3", "stage4", "pool"]
     assert [feats[k].shape for k in feats] == [
-        (1, 16, 16, 64), (1, 16, 16, 64), (1, 8, 8, 128), (1, 4, 4, 256), (1, 2, 2, 512),
-        (1, 512),
+        (1, 32, 32, 64), (1, 16, 16, 64), (1, 16, 16, 64), (1, 8, 8, 128), (1, 4, 4, 256),
+        (1, 2, 2, 512), (1, 512),
     ]  # fmt: skip
     _, feats = _out_shape(models.create("unet_tiny", depth=3), (1, 16, 16, 1), return_features=True)
     assert list(feats) == ["enc1", "enc2", "enc3", "dec2", "dec1"]
@@ -207,7 +208,7 @@ def test_registry_create_and_errors():
     with pytest.raises(TypeError, match=r"unknown option.*stemm.*valid options:.*stem"):
         models.create("resnet18", stemm="cifar")
     with pytest.raises(ValueError, match="num_classes"):
-        models.create("resnet18", num_classes=0)
+        models.create("resnet18", num_classes=-1)
     with pytest.raises(ValueError, match="already registered"):
         models.register("resnet18")(models.ResNet)
     assert models.model_options("resnet_tiny")["stage_sizes"] == (1, 1)
