@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import pickle
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,11 +74,19 @@ def read_state_dict(weights: Weights) -> dict[str, np.ndarray]:
         else:
             import torch  # heavy and optional: only the .pth/.pt format needs it
 
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as error:
+                raise ValueError(
+                    f"weights: {path!r} is not a weights-only state dict (a pickled model? "
+                    f"save `model.state_dict()` instead): {error}"
+                ) from error
     else:
         raise TypeError(
             f"weights: expected a path or a mapping name -> array; got {type(weights).__name__}"
         )
+    if not isinstance(state, Mapping):
+        raise TypeError(f"weights: expected a state dict (name -> array); got {type(state)}")
     for wrapper in ("state_dict", "model"):
         if isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]
