@@ -11,8 +11,10 @@ torchvision's names and load the same way.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import pickle
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,11 +74,19 @@ def read_state_dict(weights: Weights) -> dict[str, np.ndarray]:
         else:
             import torch  # heavy and optional: only the .pth/.pt format needs it
 
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as error:
+                raise ValueError(
+                    f"weights: {path!r} is not a weights-only state dict (a pickled model? "
+                    f"save `model.state_dict()` instead): {error}"
+                ) from error
     else:
         raise TypeError(
             f"weights: expected a path or a mapping name -> array; got {type(weights).__name__}"
         )
+    if not isinstance(state, Mapping):
+        raise TypeError(f"weights: expected a state dict (name -> array); got {type(state)}")
     for wrapper in ("state_dict", "model"):
         if isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]
@@ -144,6 +154,14 @@ def _key(rng: jax.Array | int) -> jax.Array:
     raise TypeError(f"rng: expected an int seed or a JAX random key; got {rng!r}")
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _init(model: nn.Module, key: jax.Array) -> dict[str, Any]:
+    """Fresh variables of `model` (compiled once per model configuration: Linen modules hash
+    by their fields)."""
+    x = jnp.zeros(_INIT_SHAPE, jnp.float32)
+    return model.init({"params": key, "dropout": jax.random.key(0)}, x)
+
+
 def from_torchvision(
     name: str,
     weights: Weights,
@@ -185,9 +203,7 @@ def from_torchvision(
             for k, e in entries.items()}  # fmt: skip
     fresh = sorted(k for k in abstract if k not in flat)
     if fresh:
-        x = jnp.zeros(_INIT_SHAPE, jnp.float32)
-        init = jax.jit(model.init)({"params": key, "dropout": jax.random.key(0)}, x)
-        init_flat = traverse_util.flatten_dict(init)
+        init_flat = traverse_util.flatten_dict(_init(model, key))
         flat.update({k: init_flat[k] for k in fresh})
     if fresh or dropped:
         modules = sorted({k[1] for k in fresh})  # top-level modules: "head", "decoder1", ...

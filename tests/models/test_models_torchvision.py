@@ -205,8 +205,14 @@ def test_mismatches_are_reported_together():
         models.from_torchvision("resnet18", {**state, "fc.weight": np.zeros((1000, 3))})
 
 
-def test_bad_arguments():
+def test_bad_arguments(tmp_path):
     _, state = _reference("resnet18")
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "pickled_model.pth")
+    with pytest.raises(ValueError, match="not a weights-only state dict"):
+        models.from_torchvision("resnet18", tmp_path / "pickled_model.pth")
+    torch.save([torch.zeros(2)], tmp_path / "list.pt")
+    with pytest.raises(TypeError, match="expected a state dict"):
+        models.from_torchvision("resnet18", tmp_path / "list.pt")
     with pytest.raises(TypeError, match="weights"):
         models.from_torchvision("resnet18", 42)
     with pytest.raises(ValueError, match=r"weights: expected a file ending in .*\.onnx"):
