@@ -3,8 +3,8 @@
     export_run("runs/mnist", checkpoint="best", formats="stablehlo,onnx")
     # -> runs/mnist/export/step_<n>/{model.stablehlo, model.onnx, export.json}
 
-The run is rebuilt from its own `config.json` (`cnnjax.train.loop.load_config` and `build`),
-its checkpoint restored with `cnnjax.checkpoint.CheckpointManager` (read-only), and the
+The run is rebuilt from its own `config.json` (`train.evaluation.load_config` and
+`train.components.build`), its checkpoint restored read-only, and the
 input shape is what the evaluation pipeline feeds the model: the data set's image shape after
 the deterministic (eval-mode) augmentation ops of the config (resize, center crop).
 """
@@ -21,10 +21,12 @@ import jax
 import numpy as np
 
 from cnnjax import models
-from cnnjax.checkpoint import CheckpointManager, Restored
+from cnnjax.checkpoint import Restored
 from cnnjax.data import augment as augment_lib
+from cnnjax.data.transforms import apply_ops
 from cnnjax.export.core import export_model, parse_formats
-from cnnjax.train.loop import CHECKPOINT_DIR, Components, build, load_config
+from cnnjax.train.components import Components, build
+from cnnjax.train.evaluation import CHECKPOINT_DIR, checkpoints, load_config
 
 __all__ = ["default_formats", "export_from_flags", "export_run", "parse_checkpoint"]
 
@@ -72,8 +74,7 @@ def restore_run(workdir: str | os.PathLike, checkpoint: str | int) -> tuple[Comp
     directory = workdir / CHECKPOINT_DIR
     if not directory.is_dir():
         raise FileNotFoundError(f"no checkpoints in {directory}: train first")
-    with CheckpointManager(directory, best_metric=c.best_metric, best_mode=c.best_mode,
-                           read_only=True) as ckpt:
+    with checkpoints(c, workdir, read_only=True) as ckpt:
         which = checkpoint
         if which == "best" and ckpt.best_step() is None:
             which = "latest"  # no validation ran
@@ -86,7 +87,7 @@ def restore_run(workdir: str | os.PathLike, checkpoint: str | int) -> tuple[Comp
 def eval_input_shape(c: Components) -> tuple[int, ...]:
     """One example's shape as the evaluation pipeline gives it (eval-mode ops applied)."""
     ops, _ = augment_lib.build_ops(c.config.augment or None, c.info)
-    record = augment_lib.apply_ops(ops, dict(c.train_source[0]), np.random.default_rng(0),
+    record = apply_ops(ops, dict(c.train_source[0]), np.random.default_rng(0),
                                    train=False)
     return tuple(int(d) for d in np.shape(record["image"]))
 
