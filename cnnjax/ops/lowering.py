@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from cnnjax.ops import onednn
 from cnnjax.ops.conv_lowering import conv_patches_gemm, conv_slices_gemm
 
 Pairs = tuple[tuple[int, int], ...]
@@ -79,6 +80,7 @@ CONV_LOWERINGS: dict[str, Callable[[jax.Array, jax.Array, ConvSpec], jax.Array]]
     "xla": conv_xla,
     "slices_gemm": conv_slices_gemm,
     "patches_gemm": conv_patches_gemm,
+    "onednn": onednn.conv,  # oneDNN hook (cnnjax/ops/onednn)
 }
 
 
@@ -97,9 +99,10 @@ def choose_conv_lowering(
     rewrite; im2col by `conv_general_dilated_patches` never won. Single-input-channel convs
     (MNIST's first layer) were faster alone (12 -> 8 ms) but not inside the whole step.
     """
-    del dtype
     if jax.default_backend() != "cpu":
         return "xla"
+    if onednn.wants_conv(x_shape, kernel_shape, spec.groups, dtype):  # oneDNN hook
+        return "onednn"
     nd = len(kernel_shape) - 2
     ks = tuple(kernel_shape[:nd])
     out_positions = math.prod(
@@ -201,6 +204,7 @@ CONV_TRANSPOSE_LOWERINGS: dict[
 ] = {
     "xla": conv_transpose_xla,
     "kernel_eq_stride": conv_transpose_kernel_eq_stride,
+    "onednn": onednn.conv_transpose,  # oneDNN hook (cnnjax/ops/onednn)
 }
 
 
@@ -211,7 +215,10 @@ def choose_conv_transpose_lowering(
     dtype: jnp.dtype,
 ) -> str:
     """Name of the `CONV_TRANSPOSE_LOWERINGS` entry for this transposed conv."""
-    del x_shape, dtype
+    if onednn.wants_conv_transpose(  # oneDNN hook
+        x_shape, kernel_shape, spec.stride, spec.output_padding, spec.groups, dtype
+    ):
+        return "onednn"
     if tuple(kernel_shape[:-2]) == spec.stride and all(d == 1 for d in spec.dilation):
         return "kernel_eq_stride"
     return "xla"
