@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from ops_reference import ref_conv, ref_conv_transpose
 
-from cnnjax import ops
+from cnnjax import models, ops, train
 from cnnjax.ops import lowering, onednn
 from cnnjax.ops.lowering import ConvSpec, ConvTransposeSpec
 
@@ -208,7 +208,7 @@ _FALLBACK = textwrap.dedent(
     """
     import warnings
     import numpy as np
-    from cnnjax import ops
+    from cnnjax import models, ops, train
     from cnnjax.ops import lowering, onednn
     x = np.random.default_rng(0).standard_normal((2, 8, 8, 4)).astype(np.float32)
     w = np.random.default_rng(1).standard_normal((3, 3, 4, 5)).astype(np.float32)
@@ -233,3 +233,32 @@ def test_without_a_compiler_convs_fall_back_to_xla_with_one_warning(tmp_path):
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["1", "(2,", "10,", "10,", "5)", "(2,", "8,", "8,", "4)"]
+
+
+@needs_kernel
+@pytest.mark.parametrize("strategy", ["jit", "shard_map", "pmap"])
+def test_data_parallel_strategies_on_8_devices_match_xla_on_one(strategy):
+    assert jax.device_count() == 8, "tests/conftest.py should give 8 CPU devices"
+    model = models.create("resnet_tiny", num_classes=10)
+    tx = train.make_optimizer({"name": "momentum", "learning_rate": 0.1, "momentum": 0.9})
+    task = train.classification()
+    rng = np.random.default_rng(5)
+    batch = {
+        "image": rng.normal(size=(16, 8, 8, 3)).astype(np.float32),
+        "label": rng.integers(0, 10, 16).astype(np.int32),
+    }
+    mesh1 = train.make_mesh(1)
+    state0 = jax.device_get(train.create_train_state(model, tx, 0, (1, 8, 8, 3), mesh=mesh1))
+    try:
+        onednn.set_enabled(False)
+        ref_step = train.make_train_step(model, task, tx, strategy="jit", mesh=mesh1)
+        ref, _ = ref_step(train.replicate(state0, mesh1), batch)
+        ref = jax.device_get(ref.params)
+    finally:
+        onednn.set_enabled(None)
+    mesh8 = train.make_mesh(8)
+    step = train.make_train_step(model, task, tx, strategy=strategy, mesh=mesh8)
+    state, _ = step(train.replicate(state0, mesh8), batch)
+    for a, b in zip(jax.tree.leaves(jax.device_get(state.params)), jax.tree.leaves(ref),
+                    strict=True):  # fmt: skip
+        _close(a, np.asarray(b, np.float64), strategy)
