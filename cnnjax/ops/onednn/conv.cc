@@ -5,7 +5,10 @@
 // oneDNN in place (strided memory descriptors); kernels are reordered to the layout the
 // primitive asks for (weights are small next to activations). Primitives and reorders are
 // built once per (op, shape, attributes) and cached for the life of the process. Scratchpads
-// are user-managed, per calling thread, so concurrent calls from XLA's threads are safe.
+// are user-managed, per calling thread. Calls are serialised by one mutex: each call already
+// runs on all the cores oneDNN's OpenMP team may use, and XLA may issue independent
+// convolutions (a conv's two gradients) from two of its threads at once, which would start two
+// OpenMP teams on the same cores.
 //
 // Attributes (int64): strides, dilation (1 = dense), pad_lo, pad_hi (one per spatial dim),
 // groups.
@@ -162,6 +165,8 @@ dnnl::stream& Stream() {
 
 ffi::Error Run(const Entry& e, std::unordered_map<int, memory> args, int wei_arg,
                void* user_wei_ptr, bool wei_is_output) {
+  static std::mutex run_mu;
+  std::lock_guard<std::mutex> lock(run_mu);
   auto& stream = Stream();
   memory user_wei(e.user_wei, Engine(), user_wei_ptr);
   memory prim_wei = user_wei;

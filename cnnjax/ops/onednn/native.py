@@ -125,6 +125,9 @@ def build() -> Path:
 
 def _load() -> None:
     path = build()
+    # oneDNN's OpenMP threads sleep between calls instead of spinning on the cores XLA's own
+    # threads need next (read by libgomp when it is loaded, i.e. below); overridable.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         lib = ctypes.CDLL(str(path))
     except OSError as err:
