@@ -51,13 +51,20 @@ def worker(seeds: int, batch: int) -> dict[str, float]:
     jax.config.update("jax_enable_x64", True)
     from cnnjax import models
 
-    model = models.create("resnet18", num_classes=10, stem="cifar", act=nn.gelu)
+    def make(dtype):
+        kw = dict(num_classes=10, stem="cifar", act=nn.gelu, dtype=dtype, param_dtype=dtype)
+        return models.create("resnet18", **kw)
 
-    def loss_fn(params, stats, x, y):
-        logits, _ = model.apply({"params": params, **stats}, x, train=True, mutable=["batch_stats"])
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+    def grad_fn(model):
+        def loss_fn(params, stats, x, y):
+            variables = {"params": params, **stats}
+            logits, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
+            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
 
-    grad = jax.jit(jax.value_and_grad(loss_fn))
+        return jax.jit(jax.value_and_grad(loss_fn))
+
+    model = make(jnp.float32)
+    grad, grad64 = grad_fn(model), grad_fn(make(jnp.float64))
     worst = {"loss": 0.0, "grad": 0.0}
     for seed in range(seeds):
         rng = np.random.default_rng(seed)
@@ -68,7 +75,8 @@ def worker(seeds: int, batch: int) -> dict[str, float]:
         stats = {k: v for k, v in variables.items() if k != "params"}
         l32, g32 = grad(params, stats, x, y)
         params64, stats64 = jax.tree.map(lambda v: jnp.asarray(v, jnp.float64), (params, stats))
-        l64, g64 = grad(params64, stats64, x.astype(np.float64), y)
+        l64, g64 = grad64(params64, stats64, x.astype(np.float64), y)
+        assert l64.dtype == jnp.float64 and l32.dtype == jnp.float32
         worst["loss"] = max(worst["loss"], abs(float(l32) - float(l64)) / abs(float(l64)))
         for a, b in zip(jax.tree.leaves(g32), jax.tree.leaves(g64), strict=True):
             a, b = np.asarray(a, np.float64), np.asarray(b)

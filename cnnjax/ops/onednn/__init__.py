@@ -21,8 +21,14 @@ from cnnjax.ops.onednn.native import available, unavailable_reason
 from cnnjax.ops.onednn.policy import enabled, set_enabled, wants_conv, wants_conv_transpose
 
 
+def _require_kernel() -> None:
+    if not available():
+        raise RuntimeError(f"the oneDNN kernel is unavailable: {unavailable_reason()}")
+
+
 def conv(x: jax.Array, kernel: jax.Array, spec: Any) -> jax.Array:
     """Convolution ``x (n, *s, in) , kernel (*k, in // g, out) -> (n, *s', out)`` on oneDNN."""
+    _require_kernel()
     nd = kernel.ndim - 2
     geom = kernels.Geometry(
         tuple(x.shape[1:-1]),
@@ -41,6 +47,7 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, spec: Any) -> jax.Array:
     ``kernel`` is the forward conv's ``(*k, out // g, in)``; the output size is
     ``(n - 1)*stride - lo - hi + dilation*(k - 1) + output_padding + 1``.
     """
+    _require_kernel()
     nd = kernel.ndim - 2
     ks = tuple(kernel.shape[:nd])
     out_spatial = tuple(
