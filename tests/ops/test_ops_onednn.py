@@ -186,6 +186,10 @@ def test_chooser_picks_onednn_on_cpu_float32_and_the_switch_turns_it_off():
     assert lowering.choose_conv_lowering((8, 16, 16, 8), (3, 3, 8, 8), spec, jnp.bfloat16) != (
         "onednn"
     )
+    pointwise = ConvSpec((2, 2), ((0, 0), (0, 0)), (1, 1), 1)
+    assert lowering.choose_conv_lowering((8, 16, 16, 8), (1, 1, 8, 8), pointwise, jnp.float32) == (
+        "slices_gemm"
+    )
     tspec = ConvTransposeSpec((2, 2), ((1, 1), (1, 1)), (1, 1), (1, 1), 1)
     assert lowering.choose_conv_transpose_lowering((2, 4, 4, 8), (3, 3, 4, 8), tspec,
                                                    jnp.float32) == "onednn"  # fmt: skip
