@@ -66,11 +66,13 @@ LEVERS_OFF = {
     "upconv": "transposed convs on the general lax path (no kernel==stride einsum)",
     "pool_reshape": "pooling through lax.reduce_window (no window==stride reshape)",
     "donate": "train step without buffer donation",
+    "onednn": "convolutions on XLA (CNNJAX_ONEDNN=0), not the oneDNN kernel",
 }
 FLAG_SETS = {
     "ynn": "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce",
     "greedy": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
     "nofuse": "--xla_cpu_experimental_ynn_fusion_type=",
+    "eigen": "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
 }
 MODES = ("train", "eval")
 LEARNING_RATE, MOMENTUM = 0.01, 0.9
@@ -154,7 +156,7 @@ def parse_impl(impl: str) -> tuple[str, set[str], list[str]]:
 
 def _levers_off(off: set[str]) -> None:
     """Turns cnnjax levers off in this (worker) process by replacing their dispatch."""
-    from cnnjax.ops import lowering, pooling
+    from cnnjax.ops import lowering, onednn, pooling
 
     if "conv_gemm" in off:
         lowering.choose_conv_lowering = lambda *args: "xla"
@@ -162,6 +164,8 @@ def _levers_off(off: set[str]) -> None:
         lowering.choose_conv_transpose_lowering = lambda *args: "xla"
     if "pool_reshape" in off:
         pooling._is_tiling = lambda pool: False
+    if "onednn" in off:
+        onednn.set_enabled(False)
 
 
 def _cnnjax_steps(

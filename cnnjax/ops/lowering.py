@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from cnnjax.ops import onednn
 from cnnjax.ops.conv_lowering import conv_slices_gemm
 from cnnjax.ops.spec import (
     DIMENSION_NUMBERS,
@@ -63,6 +64,7 @@ def conv_xla(x: jax.Array, kernel: jax.Array, spec: ConvSpec) -> jax.Array:
 CONV_LOWERINGS: dict[str, Callable[[jax.Array, jax.Array, ConvSpec], jax.Array]] = {
     "xla": conv_xla,
     "slices_gemm": conv_slices_gemm,
+    "onednn": onednn.conv,  # oneDNN hook (cnnjax/ops/onednn)
 }
 
 
@@ -77,9 +79,10 @@ def choose_conv_lowering(
     gradient run far below the speed of its matrix product; XLA's conv elsewhere. The
     measurements behind these rules are in the README and `python -m benchmarks._conv_shapes`.
     """
-    del dtype
     if jax.default_backend() != "cpu":
         return "xla"
+    if onednn.wants_conv(x_shape, kernel_shape, spec.groups, dtype):  # oneDNN hook
+        return "onednn"
     nd = len(kernel_shape) - 2
     ks = tuple(kernel_shape[:nd])
     out_positions = math.prod(conv_output_spatial(tuple(x_shape[1:-1]), ks, spec))
@@ -176,6 +179,7 @@ CONV_TRANSPOSE_LOWERINGS: dict[
 ] = {
     "xla": conv_transpose_xla,
     "kernel_eq_stride": conv_transpose_kernel_eq_stride,
+    "onednn": onednn.conv_transpose,  # oneDNN hook (cnnjax/ops/onednn)
 }
 
 
@@ -186,7 +190,10 @@ def choose_conv_transpose_lowering(
     dtype: jnp.dtype,
 ) -> str:
     """Name of the `CONV_TRANSPOSE_LOWERINGS` entry for this transposed conv."""
-    del x_shape, dtype
+    if onednn.wants_conv_transpose(  # oneDNN hook
+        x_shape, kernel_shape, spec.stride, spec.output_padding, spec.groups, dtype
+    ):
+        return "onednn"
     if tuple(kernel_shape[:-2]) == spec.stride and all(d == 1 for d in spec.dilation):
         return "kernel_eq_stride"
     return "xla"

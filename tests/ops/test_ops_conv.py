@@ -274,7 +274,8 @@ def test_conv_transpose_fast_path_equals_general_path(c):
     )
 
 
-def test_fast_path_is_chosen_for_unet_upconv():
+def test_fast_path_is_chosen_for_unet_upconv(monkeypatch):
+    monkeypatch.setenv("CNNJAX_ONEDNN", "0")  # the rules without the oneDNN kernel
     spec = lowering.ConvTransposeSpec((2, 2), ((0, 0), (0, 0)), (0, 0), (1, 1), 1)
     assert (
         lowering.choose_conv_transpose_lowering((8, 64, 64, 32), (2, 2, 16, 32), spec, jnp.float32)

@@ -119,6 +119,7 @@ def test_dispatch_keeps_native_conv_off_cpu(monkeypatch):
 
 def test_dispatch_uses_gemm_for_pointwise_convs_on_cpu(monkeypatch):
     monkeypatch.setattr(lowering.jax, "default_backend", lambda: "cpu")
+    monkeypatch.setenv("CNNJAX_ONEDNN", "0")  # the rules without the oneDNN kernel
     name = lowering.choose_conv_lowering((8, 32, 32, 64), (1, 1, 64, 128), _spec((1, 1), 2), "f")
     assert name == "slices_gemm"
     # a mid-sized 3x3 conv stays on XLA's conv, which measured fastest there

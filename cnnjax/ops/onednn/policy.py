@@ -1,0 +1,82 @@
+"""When cnnjax runs a convolution on oneDNN: the switch and the per-shape rule.
+
+Off unless all hold: the switch is on (``CNNJAX_ONEDNN`` is not ``0``/``false``/``off``/``no``,
+and `set_enabled` was not called with False), JAX's default backend is the CPU (never on
+GPU/TPU), the dtype is float32, the batch is not empty, the shape is one oneDNN was measured
+faster on (`conv_is_faster`), and the kernel is built and loaded (`native.available()`, which
+builds it on first use). The choice is made when a function is traced: `set_enabled` affects
+functions traced after it, not already-compiled ones.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+
+from cnnjax.ops.onednn import native
+
+_OVERRIDE: list[bool | None] = [None]
+
+
+def set_enabled(flag: bool | None) -> None:
+    """Turns oneDNN convolutions on (True) or off (False); None goes back to ``CNNJAX_ONEDNN``."""
+    if flag is not None and not isinstance(flag, bool):
+        raise TypeError(f"flag must be a bool or None, got {type(flag).__name__} {flag!r}")
+    _OVERRIDE[0] = flag
+
+
+def enabled() -> bool:
+    """The switch (`set_enabled`, else the ``CNNJAX_ONEDNN`` environment variable, default on)."""
+    if _OVERRIDE[0] is not None:
+        return _OVERRIDE[0]
+    return os.environ.get("CNNJAX_ONEDNN", "1").strip().lower() not in ("0", "false", "off", "no")
+
+
+def conv_is_faster(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], groups: int) -> bool:
+    """Shapes where oneDNN's forward + both gradients measured faster than cnnjax's XLA path
+    (2-core AVX-512 CPU, jax 0.10.2; `python -m benchmarks.conv_kernels`): every 1D/2D/3D conv
+    except single-input-channel ones (a first layer: oneDNN's kernel gradient is slow there)
+    and pointwise (1x1) ones, which stay on the slices + GEMM lowering (ResNet-18's strided 1x1
+    projection measured about 4x faster there)."""
+    del groups
+    return x_shape[-1] > 1 and not all(k == 1 for k in kernel_shape[:-2])
+
+
+def _eligible(x_shape: tuple[int, ...], dtype: jnp.dtype) -> bool:
+    return (
+        enabled()
+        and jax.default_backend() == "cpu"
+        and jnp.dtype(dtype) == jnp.float32
+        and len(x_shape) in (3, 4, 5)
+        and x_shape[0] > 0
+    )
+
+
+def wants_conv(
+    x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], groups: int, dtype: jnp.dtype
+) -> bool:
+    """True when `cnnjax.ops.onednn.conv` should run this convolution."""
+    return (
+        _eligible(x_shape, dtype)
+        and conv_is_faster(x_shape, kernel_shape, groups)
+        and native.available()
+    )
+
+
+def wants_conv_transpose(
+    x_shape: tuple[int, ...],
+    kernel_shape: tuple[int, ...],
+    stride: tuple[int, ...],
+    output_padding: tuple[int, ...],
+    groups: int,
+    dtype: jnp.dtype,
+) -> bool:
+    """True when `cnnjax.ops.onednn.conv_transpose` should run this transposed convolution
+    (as oneDNN's backward-data; output_padding must be smaller than the stride)."""
+    return (
+        _eligible(x_shape, dtype)
+        and all(op < s for op, s in zip(output_padding, stride, strict=True))
+        and native.available()
+    )
