@@ -5,11 +5,16 @@
 
 Result: runs end to end and writes every output; the metrics mean nothing (a few steps).
 The argument after ':' picks the task: "cls" (default, `shapes`) or "seg" (`shapes_seg`).
+`EXPECTED`: the "cls" run's test accuracy (near chance after 6 steps), so the slow test
+`pytest -m slow tests/experiments/test_experiments_sweep.py -k tiny` catches a change.
 """
 
 import ml_collections
 
 from cnnjax.train.config import default_config
+
+# The stated result, checked by the slow test (|test accuracy - value| <= tolerance).
+EXPECTED = {"metric": "accuracy", "split": "test", "value": 0.15, "tolerance": 0.1}
 
 
 def get_config(arg: str = "cls") -> ml_collections.ConfigDict:
