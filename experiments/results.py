@@ -101,14 +101,20 @@ def _numeric(row: Mapping[str, Any]) -> dict[str, float]:
             if k not in skip and isinstance(v, int | float) and not isinstance(v, bool)}
 
 
-def read_run(workdir: str | Path) -> RunResult:
-    """One workdir -> a RunResult (raises FileNotFoundError if it holds no config.json)."""
+def read_run(workdir: str | Path, config: Mapping[str, Any] | None = None) -> RunResult:
+    """One workdir -> a RunResult.
+
+    `config` (a config as a nested dict) stands in for a missing `config.json`: a run that
+    failed before the trainer wrote it. Without either, raises FileNotFoundError.
+    """
     workdir = Path(workdir)
     config_json = read_json(workdir / "config.json")
     if not isinstance(config_json, dict):
+        config_json = config
+    if not isinstance(config_json, Mapping):
         raise FileNotFoundError(f"{workdir / 'config.json'} is missing or unreadable: "
                                 "not a cnnjax workdir (or a run that never started)")
-    config = flatten(config_json)
+    flat = flatten(config_json)
     metrics_path = workdir / "metrics.jsonl"
     records = load_metrics(metrics_path) if metrics_path.exists() else []
     summary = read_json(workdir / "summary.json")
@@ -118,7 +124,7 @@ def read_run(workdir: str | Path) -> RunResult:
         rows = [r for r in records if r.get("split") == split]
         final = summary.get(split) if completed else (_numeric(rows[-1]) if rows else None)
         metrics.update({f"{split}_{k}": float(v) for k, v in (final or {}).items()})
-    metric, mode = _best_metric(summary if completed else None, config, records)
+    metric, mode = _best_metric(summary if completed else None, flat, records)
     scored = [r for r in records if r.get("split") == "val" and metric in r]
     best_step = summary.get("best_step") if completed else None
     at_best = [r for r in scored if r["step"] == best_step]
@@ -135,9 +141,9 @@ def read_run(workdir: str | Path) -> RunResult:
               else "unfinished" if records else "not started")
     steps = [int(r["step"]) for r in records if "step" in r]
     return RunResult(
-        name=workdir.name, workdir=workdir, config=config, status=status,
+        name=workdir.name, workdir=workdir, config=flat, status=status,
         step=int(summary["step"]) if completed else (max(steps) if steps else None),
-        total_steps=(summary or {}).get("total_steps") if completed else config.get(
+        total_steps=(summary or {}).get("total_steps") if completed else flat.get(
             "num_train_steps"),
         best_step=best_step,
         wall_s=wall, metrics=metrics, records=records,

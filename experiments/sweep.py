@@ -241,9 +241,16 @@ def find_runs(directories: Sequence[Path]) -> list[Path]:
 
 
 def report(directory: Path, workdirs: Sequence[Path], fields: Sequence[str] = (), *,
-           plots: bool = True, out: Any = None) -> list[results.RunResult]:
-    """Read `workdirs`, write the tables (and plots) into `directory`; returns the runs."""
+           planned: Sequence[Run] = (), plots: bool = True, out: Any = None
+           ) -> list[results.RunResult]:
+    """Read `workdirs`, write the tables (and plots) into `directory`; returns the runs.
+
+    `planned` runs that the sweep attempted but that failed before writing their config.json
+    are reported too (failed, with their error), from the config the sweep planned.
+    """
     runs = [results.read_run(w) for w in workdirs]
+    runs += [results.read_run(r.workdir, r.config.to_dict()) for r in planned
+             if r.workdir not in workdirs and (r.workdir / results.RUN_RECORD).exists()]
     fields = [*fields, *(f for f in results.setting_fields(runs) if f not in fields)]
     for path in results.write_results(directory, runs, fields, plots=plots):
         if path.suffix != ".png":
@@ -293,7 +300,7 @@ def _sweep_main(fv: flags.FlagValues, overrides: Sequence[str], args: Sequence[s
     print(f"sweep: {len(runs)} runs in {workdir} ({len(finished)} finished, skipped; "
           f"{len(todo)} to run, {fv.jobs} at a time)", flush=True)
     failures = execute(todo, fv.jobs, pin=fv.pin)
-    report(workdir, find_runs([workdir]), list(grid), plots=fv.plots)
+    report(workdir, find_runs([workdir]), list(grid), planned=runs, plots=fv.plots)
     for run, attempt in failures:
         print(f"FAILED {run.name} (exit {attempt['returncode']}); log {run.workdir / LOG_FILE}:"
               f"\n{attempt['error']}\n", file=sys.stderr)

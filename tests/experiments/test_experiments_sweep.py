@@ -290,3 +290,48 @@ def test_stated_result_still_holds(name, tmp_path, request):
     assert abs(value - expected["value"]) <= expected["tolerance"], (
         f"{name}: {expected['split']} {expected['metric']} = {value:.4f}; the config states "
         f"{expected['value']} ± {expected['tolerance']}: a regression, or restate the result")
+
+
+# --------------------------------------------------------------------------- reading runs
+
+
+def _workdir(path: Path, config: dict | None, rows: list[dict], record: dict | None) -> Path:
+    path.mkdir()
+    if config is not None:
+        (path / "config.json").write_text(json.dumps(config))
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if record is not None:
+        (path / results.RUN_RECORD).write_text(json.dumps(record))
+    return path
+
+
+def test_read_run_of_unfinished_and_failed_runs(tmp_path: Path):
+    config = {"seed": 2, "optimizer": {"learning_rate": 0.1}, "num_train_steps": 10,
+              "best_metric": "loss", "best_mode": None}
+    rows = [{"step": 2, "split": "val", "loss": 0.5, "accuracy": 0.7},
+            {"step": 4, "split": "val", "loss": 0.4, "accuracy": 0.6},
+            {"step": 6, "split": "val", "loss": 0.45, "accuracy": 0.8}]
+    run = results.read_run(_workdir(tmp_path / "a", config, rows, None))
+    assert (run.status, run.step, run.total_steps, run.wall_s) == ("unfinished", 6, 10, None)
+    assert run.config["optimizer.learning_rate"] == 0.1
+    assert run.metrics == {"val_loss": 0.45, "val_accuracy": 0.8,  # last validation
+                           "best_val_loss": 0.4, "best_val_accuracy": 0.6}  # lowest loss
+    record = {"attempts": [{"returncode": 1, "wall_s": 2.5, "error": "boom"},
+                           {"returncode": 1, "wall_s": 1.5, "error": "no data"}]}
+    failed = _workdir(tmp_path / "b", None, [], record)
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
+        results.read_run(failed)
+    run = results.read_run(failed, config)
+    assert (run.status, run.error, run.wall_s, run.metrics) == ("failed", "no data", 4.0, {})
+
+
+def test_summarise_groups_orders_and_skips_unfinished():
+    rows = [{"lr": lr, "seed": s, "status": "completed", "test_acc": lr * 10 + s}
+            for lr in (0.1, 0.01) for s in (0, 1, 2)]
+    rows.append({"lr": 0.01, "seed": 3, "status": "unfinished", "test_acc": 99.0})
+    summary = results.summarise(rows, ["lr"])
+    assert [s["lr"] for s in summary] == [0.01, 0.1] and [s["n"] for s in summary] == [3, 3]
+    assert summary[0]["runs"] == 4
+    assert summary[0]["test_acc_mean"] == pytest.approx(1.1)  # 0.1 + mean(0, 1, 2)
+    assert summary[0]["test_acc_std"] == pytest.approx(1.0)
+    assert summary[0]["test_acc_ci_hi"] == pytest.approx(1.1 + 4.303 / math.sqrt(3), abs=1e-3)
