@@ -75,7 +75,10 @@ def _start(run: Run, slot: int, cpus: list[int]) -> _Job:
     with log.open("a") as f:
         f.write(f"$ {shlex.join(run.command)}\n")
         f.flush()
-        process = subprocess.Popen(run.command, stdout=f, stderr=subprocess.STDOUT, env=env)
+        # Own session: Ctrl-C reaches the sweep only, which then stops the runs with SIGTERM
+        # (the trainer's preemption: a checkpoint at the current step).
+        process = subprocess.Popen(run.command, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True)
     if cpus:
         # Set right after the spawn (no preexec_fn: this process runs JAX threads): the
         # child is still starting Python, long before XLA sizes its thread pool.
@@ -105,6 +108,9 @@ def _progress(done: int, total: int, run: Run, attempt: dict[str, Any]) -> str:
         return (f"[{done}/{total}] FAILED {run.name} (exit {attempt['returncode']}, "
                 f"{attempt['wall_s']:.1f} s): {last[0]}")
     summary = results.read_json(run.workdir / "summary.json") or {}
+    if summary.get("status") != "completed":  # exit 0 after a SIGTERM: checkpointed, stopped
+        return (f"[{done}/{total}] stopped {run.name} ({attempt['wall_s']:.1f} s): preempted; "
+                "run the sweep again to resume it")
     shown = " ".join(f"{split}_{k}={v:.4g}" for split in ("val", "test")
                      for k, v in (summary.get(split) or {}).items() if "loss" not in k)
     return f"[{done}/{total}] done {run.name} ({attempt['wall_s']:.1f} s) {shown}".rstrip()
