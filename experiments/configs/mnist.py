@@ -10,11 +10,18 @@ after 5 epochs (2,145 steps of 128) in 1m40s wall for the whole command (trainin
 checkpoints and plots) on a lightly loaded CPU; 99.25% in 8m31s wall when the 2 cores were also
 running other jobs (1m49s CPU user time). Benchmark target: >= 99.0% within 10 minutes
 (`pytest -m slow tests/experiments -k mnist`).
+Over seeds 0, 1, 2 (measured 2026-12-02 with `experiments.sweep`, README "Paper runs"):
+99.30% ± 0.08% test accuracy (mean ± std; 99.21%, 99.37%, 99.31%; 95% CI 99.10-99.50%),
+best validation 99.12% ± 0.03%. `EXPECTED` is that mean with the tolerance the slow test
+`pytest -m slow tests/experiments/test_experiments_sweep.py -k mnist` allows (~5 std).
 """
 
 import ml_collections
 
 from cnnjax.train.config import default_config
+
+# The stated result, checked by the slow test (|test accuracy - value| <= tolerance).
+EXPECTED = {"metric": "accuracy", "split": "test", "value": 0.993, "tolerance": 0.004}
 
 
 def get_config() -> ml_collections.ConfigDict:
