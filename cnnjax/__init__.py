@@ -1,8 +1,9 @@
 """cnnjax: pure functional convolutional networks in JAX/Flax.
 
-Layers (each depends only on the ones above it): `ops` -> `layers` -> `models`;
-`data`; `train` -> `checkpoint`; `viz`. Import the subpackage you need, e.g.
-`from cnnjax import ops` or `import cnnjax.models`.
+Layers (each depends only on the ones above it): `ops` -> `layers` -> `models` -> `data`
+-> `train` -> `checkpoint` -> `export`; `viz` (figures) beside them. `checks` (argument
+checks) and `registry` (look-up by name) serve every layer. Import the subpackage you need,
+e.g. `from cnnjax import ops` or `import cnnjax.models`.
 """
 
 __version__ = "0.1.0"

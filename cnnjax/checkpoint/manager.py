@@ -10,7 +10,8 @@ Each step directory `<directory>/<step>/` holds four items:
 - `meta`: config and run metadata plus a fingerprint of every array of `state` (JSON);
 
 plus Orbax's `metrics` (the evaluation metrics that rank checkpoints for best-K retention).
-The item handlers live in `items.py`. A state holding NaN/Inf is never saved.
+The item handlers live in `items.py`, the corruption checks in `integrity.py`. A state holding
+NaN/Inf is never saved.
 
 Safety (Orbax 0.12.x, local file systems): a step is written into
 `<step>.orbax-checkpoint-tmp-*` and renamed only when complete, so a process that dies mid-write
@@ -26,8 +27,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import shutil
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +36,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from cnnjax.checkpoint.integrity import (
+    CorruptCheckpointError,
+    NonFiniteCheckpointError,
+    check_restored,
+    check_structure,
+    quarantine,
+    short,
+)
 from cnnjax.checkpoint.items import (
     JSON_ITEMS,
     data_filename,
@@ -44,14 +51,7 @@ from cnnjax.checkpoint.items import (
     handler_registry,
     to_json,
 )
-from cnnjax.checkpoint.structure import (
-    StructureMismatchError,
-    abstract_like,
-    describe_mismatch,
-    flat_shapes,
-    nonfinite_paths,
-    tree_fingerprint,
-)
+from cnnjax.checkpoint.structure import abstract_like, nonfinite_paths, tree_fingerprint
 from cnnjax.checkpoint.workdir import ensure_writable
 
 __all__ = [
@@ -86,14 +86,6 @@ class _DropExpectedOrbaxWarnings(logging.Filter):
 
 
 logging.getLogger("absl").addFilter(_DropExpectedOrbaxWarnings())
-
-
-class CorruptCheckpointError(RuntimeError):
-    """A checkpoint step exists but cannot be read back intact."""
-
-
-class NonFiniteCheckpointError(RuntimeError):
-    """The state to save holds NaN or Inf: saving it would poison every later resume."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,24 +299,7 @@ class CheckpointManager:
         steps = self.all_steps()
         if not steps:
             return None
-        if step == "latest":
-            candidates = steps[::-1]
-        elif step == "best":
-            if not self.best_metric:
-                raise ValueError("restore(step='best') needs a best_metric on the manager")
-            candidates = self._ranked_by_metric()
-            if not candidates:
-                raise ValueError(
-                    f"no checkpoint in {self.directory} was saved with metrics "
-                    f"(needed for step='best'); steps: {steps}"
-                )
-        elif isinstance(step, int | np.integer) and not isinstance(step, bool):
-            if int(step) not in steps:
-                raise ValueError(f"step {step} is not in {self.directory}; saved steps: {steps}")
-            candidates = [int(step)]
-        else:
-            raise ValueError(f"step must be 'latest', 'best' or an int, got {step!r}")
-
+        candidates = self._candidates(step, steps)
         abstract = abstract_like(target)
         skipped: list[str] = []
         for candidate in candidates:
@@ -351,52 +326,31 @@ class CheckpointManager:
             f"{candidates} in {self.directory}:\n" + "\n".join(skipped)
         )
 
+    def _candidates(self, step: int | str, steps: list[int]) -> list[int]:
+        """The steps `restore(step=...)` tries, in order."""
+        if step == "latest":
+            return steps[::-1]
+        if step == "best":
+            if not self.best_metric:
+                raise ValueError("restore(step='best') needs a best_metric on the manager")
+            candidates = self._ranked_by_metric()
+            if not candidates:
+                raise ValueError(
+                    f"no checkpoint in {self.directory} was saved with metrics "
+                    f"(needed for step='best'); steps: {steps}"
+                )
+            return candidates
+        if isinstance(step, int | np.integer) and not isinstance(step, bool):
+            if int(step) not in steps:
+                raise ValueError(f"step {step} is not in {self.directory}; saved steps: {steps}")
+            return [int(step)]
+        raise ValueError(f"step must be 'latest', 'best' or an int, got {step!r}")
+
     def check_structure(self, step: int, target: Any) -> None:
-        """Raise `StructureMismatchError` if step's `state` arrays differ from `target`'s.
-
-        Unreadable array metadata (missing or damaged `state/_METADATA`), or metadata that
-        disagrees with the arrays listed in the `meta` item at save time, is corruption
-        (`CorruptCheckpointError`), not a mismatch: the architecture is then unknown.
-        """
-        try:
-            metadata = self._mngr.item_metadata(step)["state"]
-            saved = flat_shapes(getattr(metadata, "tree", metadata))
-        except Exception as e:
-            raise CorruptCheckpointError(
-                f"cannot read the array metadata ({type(e).__name__}: {_short(e)})"
-            ) from e
-        if metadata is None or not saved:
-            raise CorruptCheckpointError(
-                "its array metadata (state/_METADATA) is missing or lists no arrays"
-            )
-        lines = describe_mismatch(saved, flat_shapes(target))
-        if lines:
-            self._check_metadata_against_meta(step, saved)
-            raise StructureMismatchError(
-                f"checkpoint step {step} in {self.directory} does not match the model/optimizer "
-                "(another architecture, number of classes or optimizer?); mismatching arrays:\n  "
-                + "\n  ".join(lines)
-            )
-
-    def _check_metadata_against_meta(self, step: int, saved: Mapping[str, Any]) -> None:
-        """Corrupt unless the arrays of `saved` (non-empty ones) are those fingerprinted at
-        save time (the `meta` item): tells a damaged `_METADATA` from another architecture."""
-        try:
-            meta = self._mngr.restore(
-                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
-            )["meta"]
-            listed = set(meta["fingerprint"])
-        except Exception as e:
-            raise CorruptCheckpointError(
-                f"cannot read its 'meta' item ({type(e).__name__}: {_short(e)})"
-            ) from e
-        arrays = {path for path, (shape, _) in saved.items() if np.prod(shape) > 0}
-        missing = sorted(listed - arrays)  # scalars saved as NumPy scalars are not listed
-        if missing:
-            raise CorruptCheckpointError(
-                "its array metadata (state/_METADATA) lacks arrays that were saved: "
-                f"{missing[:10]}"
-            )
+        """Raise `StructureMismatchError` if step's `state` arrays differ from `target`'s
+        (`CorruptCheckpointError` when its array metadata cannot be trusted; see
+        `integrity.check_structure`)."""
+        check_structure(self._mngr, step, target, self.directory)
 
     def _restore_step(self, step: int, abstract: Any) -> Restored:
         self.check_structure(step, abstract)
@@ -407,45 +361,21 @@ class CheckpointManager:
         try:
             out = self._mngr.restore(step, args=args)
         except Exception as e:
-            raise CorruptCheckpointError(f"{type(e).__name__}: {_short(e)}") from e
-        meta = out["meta"]
-        if not isinstance(meta, Mapping) or "fingerprint" not in meta:
-            raise CorruptCheckpointError("its 'meta' item has no fingerprint")
-        actual = tree_fingerprint(out["state"])
-        expected = meta["fingerprint"]
-        bad = sorted(k for k in set(actual) | set(expected) if actual.get(k) != expected.get(k))
-        if bad:
-            raise CorruptCheckpointError(
-                f"the bytes of {len(bad)} arrays differ from those saved: {bad[:10]}"
-            )
-        nonfinite = nonfinite_paths(out["state"])  # saved by a cnnjax without the save check
-        if nonfinite:
-            raise CorruptCheckpointError(
-                f"it holds NaN/Inf (saved by a run that diverged) in {len(nonfinite)} arrays: "
-                f"{nonfinite[:10]}"
-            )
+            raise CorruptCheckpointError(f"{type(e).__name__}: {short(e)}") from e
+        check_restored(out["state"], out["meta"])
         return Restored(
             step=step,
             state=out["state"],
             data=from_json((out["data"] or {}).get("value")),
             loop=from_json(out["loop"]["value"]),
-            meta=meta,
+            meta=out["meta"],
             metrics=self._mngr.metrics(step),
         )
 
     def _quarantine(self, step: int) -> None:
         """Move a corrupt step aside (so the step can be saved again); read-only: leave it."""
-        if self.read_only:
-            return
-        source = self.directory / str(step)
-        if not source.exists():
-            return
-        dest_dir = self.directory.parent / "corrupt_checkpoints"
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        dest = dest_dir / f"{step}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
-        shutil.move(str(source), str(dest))
-        log.warning("moved corrupt checkpoint step %d to %s", step, dest)
-        self._mngr.reload()
+        if not self.read_only and quarantine(self.directory, step):
+            self._mngr.reload()
 
 
 def _metric_getter(name: str):
@@ -453,9 +383,3 @@ def _metric_getter(name: str):
         return float(metrics[name])
 
     return get
-
-
-def _short(e: BaseException, limit: int = 400) -> str:
-    text = str(e).replace("\n", " ")
-    return text if len(text) <= limit else text[:limit] + "..."
-

@@ -66,15 +66,6 @@ def check_split(name: str, split: str, splits: Sequence[str]) -> None:
         raise ValueError(f"split={split!r} for data set {name!r}: expected one of {tuple(splits)}")
 
 
-def check_positive_int(value: object, argument: str, *, minimum: int = 1) -> int:
-    """Return `value` as an int after checking it is an integer >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{argument}={value!r}: expected an int >= {minimum}")
-    if value < minimum:
-        raise ValueError(f"{argument}={value}: expected an int >= {minimum}")
-    return value
-
-
 class NameList(Sequence[str]):
     """The names of `registry` (sorted) followed by `extra`, read when used: a tuple-like
     view that also lists entries registered after import (e.g. a user's own data set)."""

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnjax.checks import check_int
 from cnnjax.data.arrays import ArraySource
-from cnnjax.data.info import DataInfo, check_positive_int, check_split
+from cnnjax.data.info import DataInfo, check_split
 
 ENV_DATA_DIR = "CNNJAX_DATA_DIR"
 
@@ -167,7 +168,7 @@ def _holdout_indices(
     num: int, split: str, val_size: int, split_seed: int, name: str
 ) -> np.ndarray:
     """Indices of the train/val split of `num` training records (see the module docstring)."""
-    check_positive_int(val_size, "val_size", minimum=0)
+    check_int(val_size, "val_size", minimum=0)
     if val_size >= num:
         raise ValueError(f"val_size={val_size}: expected fewer than the {num} train records")
     if val_size == 0:
@@ -227,8 +228,8 @@ def cifar10_source(
 ) -> ArraySource:
     """`cifar10` from `cifar10_jpg_test.npz`, split by a seeded permutation (module doc)."""
     check_split("cifar10", split, ("train", "val", "test"))
-    check_positive_int(test_size, "test_size", minimum=0)
-    check_positive_int(val_size, "val_size", minimum=0)
+    check_int(test_size, "test_size", minimum=0)
+    check_int(val_size, "val_size", minimum=0)
     path = resolve_data_dir(data_dir, "cifar10", "cifar10_jpg_test.npz")
     arrays = load_npz(
         path, {"test_images": ("u", (None, 32, 32, 3)), "test_labels": ("i", (None,))}
@@ -262,7 +263,7 @@ def isbi2012_source(
     if split == "unlabeled":
         arrays = load_npz(path, {"test_images": ("u", (None, None, None))})
         return ArraySource(arrays["test_images"], info=ISBI2012_INFO)
-    check_positive_int(val_size, "val_size", minimum=0)
+    check_int(val_size, "val_size", minimum=0)
     arrays = load_npz(
         path,
         {"train_images": ("u", (None, None, None)), "train_masks": ("u", (None, None, None))},

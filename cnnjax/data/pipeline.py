@@ -35,9 +35,10 @@ import jax
 import numpy as np
 from absl import flags
 
+from cnnjax.checks import check_int
 from cnnjax.data import augment as augment_lib
 from cnnjax.data.datasets import PaddedSource, ProcessRows, ShuffledEpochs
-from cnnjax.data.info import DataInfo, check_positive_int
+from cnnjax.data.info import DataInfo
 from cnnjax.data.iterator import BatchIterator
 from cnnjax.data.mixing import BatchMix, mix_batch
 from cnnjax.data.transforms import Op, apply_ops
@@ -91,8 +92,8 @@ def _process_layout(
     if process_index is None or process_count is None:
         process_index = jax.process_index() if process_index is None else process_index
         process_count = jax.process_count() if process_count is None else process_count
-    check_positive_int(process_count, "process_count")
-    check_positive_int(process_index, "process_index", minimum=0)
+    check_int(process_count, "process_count")
+    check_int(process_index, "process_index", minimum=0)
     if process_index >= process_count:
         raise ValueError(
             f"process_index={process_index}: expected < process_count={process_count}"
@@ -116,14 +117,14 @@ def _check_arguments(
     batch_size: int, seed: int, worker_count: int, read_threads: int, train: bool,
     num_epochs: int | None,
 ) -> None:
-    check_positive_int(batch_size, "batch_size")
-    check_positive_int(seed, "seed", minimum=0)
-    check_positive_int(worker_count, "worker_count", minimum=0)
-    check_positive_int(read_threads, "read_threads", minimum=0)
+    check_int(batch_size, "batch_size")
+    check_int(seed, "seed", minimum=0)
+    check_int(worker_count, "worker_count", minimum=0)
+    check_int(read_threads, "read_threads", minimum=0)
     if not isinstance(train, bool):
         raise TypeError(f"train={train!r}: expected a bool")
     if num_epochs is not None:
-        check_positive_int(num_epochs, "num_epochs")
+        check_int(num_epochs, "num_epochs")
 
 
 def _source_info(source: Any, info: DataInfo | None) -> DataInfo:

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnjax.data.info import DataInfo, check_positive_int, check_split
+from cnnjax.checks import check_int
+from cnnjax.data.info import DataInfo, check_split
 
 SHAPE_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "cross", "ring", "line")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -173,12 +174,12 @@ class ShapesSource:
             raise ValueError(f"task={task!r}: expected 'classification' or 'segmentation'")
         if num_examples is None:
             num_examples = DEFAULT_NUM_EXAMPLES[split]
-        self.num_examples = check_positive_int(num_examples, "num_examples")
-        self.image_size = check_positive_int(image_size, "image_size", minimum=8)
+        self.num_examples = check_int(num_examples, "num_examples")
+        self.image_size = check_int(image_size, "image_size", minimum=8)
         if channels not in (1, 3):
             raise ValueError(f"channels={channels!r}: expected 1 or 3")
         self.channels = channels
-        self.seed = check_positive_int(seed, "seed", minimum=0)
+        self.seed = check_int(seed, "seed", minimum=0)
         self.split = split
         self.task = task
 

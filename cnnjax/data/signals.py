@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from cnnjax.data.info import DataInfo, check_positive_int, check_split
+from cnnjax.checks import check_int
+from cnnjax.data.info import DataInfo, check_split
 
 CLASS_NAMES: tuple[str, ...] = ("normal", "bradycardia", "tachycardia", "afib", "pvc")
 SAMPLE_RATE = 100.0
@@ -118,12 +119,12 @@ class SignalsSource:
         seed: int = 0,
     ) -> None:
         check_split("signals", split, SPLITS)
-        self.num_examples = check_positive_int(
+        self.num_examples = check_int(
             DEFAULT_NUM_EXAMPLES[split] if num_examples is None else num_examples, "num_examples"
         )
-        self.length = check_positive_int(length, "length", minimum=256)
-        self.channels = check_positive_int(channels, "channels")
-        self.seed = check_positive_int(seed, "seed", minimum=0)
+        self.length = check_int(length, "length", minimum=256)
+        self.channels = check_int(channels, "channels")
+        self.seed = check_int(seed, "seed", minimum=0)
         self.split = split
 
     @property

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnjax.data.info import check_positive_int
+from cnnjax.checks import check_int
 
 __all__ = ["SUBSET_OPTIONS", "SubsetSource", "labelled_subset", "subset_indices"]
 
@@ -96,10 +96,10 @@ def labelled_subset(
     """`source` itself, or for split "train" with `num_labelled` set, a `SubsetSource` of
     `num_labelled` of its records (see the module docstring). The options are checked for
     every split, so a bad value fails whichever split is opened first."""
-    check_positive_int(subset_seed, "subset_seed", minimum=0)
+    check_int(subset_seed, "subset_seed", minimum=0)
     if num_labelled is None:
         return source
-    check_positive_int(num_labelled, "num_labelled")
+    check_int(num_labelled, "num_labelled")
     if split != SUBSET_SPLIT:
         return source
     if num_labelled > len(source):

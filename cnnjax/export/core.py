@@ -28,16 +28,6 @@ from cnnjax.checkpoint import to_json
 from cnnjax.registry import Registry
 from cnnjax.train.steps import prepare_model
 
-__all__ = [
-    "EXPORT_FILE",
-    "FORMATS",
-    "ExportError",
-    "ExportSpec",
-    "available_formats",
-    "export_model",
-    "parse_formats",
-]
-
 EXPORT_FILE = "export.json"
 EXPORT_FORMAT_VERSION = 1
 

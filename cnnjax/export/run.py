@@ -87,8 +87,7 @@ def restore_run(workdir: str | os.PathLike, checkpoint: str | int) -> tuple[Comp
 def eval_input_shape(c: Components) -> tuple[int, ...]:
     """One example's shape as the evaluation pipeline gives it (eval-mode ops applied)."""
     ops, _ = augment_lib.build_ops(c.config.augment or None, c.info)
-    record = apply_ops(ops, dict(c.train_source[0]), np.random.default_rng(0),
-                                   train=False)
+    record = apply_ops(ops, dict(c.train_source[0]), np.random.default_rng(0), train=False)
     return tuple(int(d) for d in np.shape(record["image"]))
 
 

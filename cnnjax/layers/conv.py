@@ -23,6 +23,17 @@ Initializer = Any
 IntOrSeq = int | Sequence[int]
 
 
+class _Parameters(nn.Module, kw_only=True):
+    """The parameter fields `Conv` and `ConvTranspose` share (bias or not, dtypes and
+    initializers); keyword-only, so each layer's own fields keep their positional order."""
+
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+    bias_init: Initializer = nn.initializers.zeros
+
+
 def _kernel_and_bias(
     module: Conv | ConvTranspose, x: jnp.ndarray, *, transpose: bool
 ) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray | None, int]:
@@ -49,7 +60,7 @@ def _kernel_and_bias(
     return x, kernel, bias, groups
 
 
-class Conv(nn.Module):
+class Conv(_Parameters):
     """N-d convolution (cross-correlation) of `(batch, *spatial, in_ch)` inputs.
 
     Every option of `cnnjax.ops.conv` (stride, padding as int / per-dim / (lo, hi) pairs /
@@ -65,11 +76,6 @@ class Conv(nn.Module):
     dilation: IntOrSeq = 1
     groups: int = 1
     padding_mode: str = "zeros"
-    use_bias: bool = True
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    kernel_init: Initializer = nn.initializers.lecun_normal()
-    bias_init: Initializer = nn.initializers.zeros
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -86,7 +92,7 @@ class Conv(nn.Module):
         )
 
 
-class ConvTranspose(nn.Module):
+class ConvTranspose(_Parameters):
     """N-d transposed convolution, the adjoint (input gradient) of `Conv` with the same kernel.
 
     Output size per dim: `(n - 1)*stride - 2*padding + dilation*(k - 1) + output_padding + 1`
@@ -101,11 +107,6 @@ class ConvTranspose(nn.Module):
     output_padding: IntOrSeq = 0
     dilation: IntOrSeq = 1
     groups: int = 1
-    use_bias: bool = True
-    dtype: Any = None
-    param_dtype: Any = jnp.float32
-    kernel_init: Initializer = nn.initializers.lecun_normal()
-    bias_init: Initializer = nn.initializers.zeros
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:

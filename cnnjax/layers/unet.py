@@ -27,15 +27,20 @@ def check_unet_padding(padding: Any) -> str:
     return check_choice(padding, "padding", UNET_PADDINGS)
 
 
-class DoubleConv(nn.Module):
-    """U-Net's two 3x3 conv -> norm -> act steps. `padding="valid"` (the paper) shrinks each
-    spatial dim by 4; `"same"` keeps it."""
+class _Stage(nn.Module):
+    """The fields of `DoubleConv` and `UNetDown`: output channels, padding ("same"/"valid")
+    and the conv, norm and activation factories of their conv -> norm -> act steps."""
 
     features: int
     padding: str = "same"
     conv: ModuleFactory = Conv
     norm: NormFactory | None = None
     act: Activation = nn.relu
+
+
+class DoubleConv(_Stage):
+    """U-Net's two 3x3 conv -> norm -> act steps. `padding="valid"` (the paper) shrinks each
+    spatial dim by 4; `"same"` keeps it."""
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -53,14 +58,8 @@ class DoubleConv(nn.Module):
         return x
 
 
-class UNetDown(nn.Module):
+class UNetDown(_Stage):
     """Encoder stage: 2x2 max pool (stride 2) then `DoubleConv`."""
-
-    features: int
-    padding: str = "same"
-    conv: ModuleFactory = Conv
-    norm: NormFactory | None = None
-    act: Activation = nn.relu
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:

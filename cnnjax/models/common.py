@@ -19,6 +19,31 @@ from cnnjax.checks import check_choice, check_int
 from cnnjax.layers import Conv, ConvTranspose, make_norm
 from cnnjax.layers.norm import NORMS, NormFactory
 
+
+class ModelDtypes(nn.Module, kw_only=True):
+    """The dtype fields every model of the zoo takes, declared once: `dtype` of the
+    computation and `param_dtype` of the parameters. Keyword-only, so each model's own fields
+    keep their positional order; parameter paths do not depend on fields."""
+
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def _conv(self, kernel_init: Any = None) -> functools.partial:
+        """`Conv` with the model's dtypes (and `kernel_init`) bound."""
+        return conv_factory(self.dtype, self.param_dtype, kernel_init)
+
+    def _dense(self) -> functools.partial:
+        """`flax.linen.Dense` with the model's dtypes bound."""
+        return dense_factory(self.dtype, self.param_dtype)
+
+
+class NormModelDtypes(ModelDtypes, kw_only=True):
+    """`ModelDtypes` plus `axis_name`, the mapped axis over which batch norm averages its
+    statistics (None: this device's batch only); for models that offer batch norm."""
+
+    axis_name: str | None = None
+
+
 # He et al. (2015) init as torchvision uses for ResNet convs: N(0, 2 / fan_out).
 KAIMING_FAN_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 

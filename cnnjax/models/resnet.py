@@ -19,12 +19,11 @@ from cnnjax.checks import check_int, check_int_sequence
 from cnnjax.layers import GlobalAvgPool, MaxPool, ResidualBlock
 from cnnjax.models.common import (
     KAIMING_FAN_OUT,
+    NormModelDtypes,
     check_input,
     check_options,
     choice,
     classifier_head,
-    conv_factory,
-    dense_factory,
     model_norm,
     output,
 )
@@ -34,7 +33,7 @@ BLOCK_TYPES = ("basic", "bottleneck")
 STEMS = ("imagenet", "cifar")
 
 
-class ResNet(nn.Module):
+class ResNet(NormModelDtypes):
     """ResNet classifier for `(batch, height, width, channels)` images.
 
     Fields:
@@ -64,9 +63,6 @@ class ResNet(nn.Module):
     norm: str = "batch"
     num_groups: int = 32
     act: Any = nn.relu
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    axis_name: str | None = None
 
     def __post_init__(self) -> None:
         check_options(
@@ -84,7 +80,7 @@ class ResNet(nn.Module):
         check_input(x, "resnet", 2)
         width = self.width
         norm = model_norm(self, train)
-        conv = conv_factory(self.dtype, self.param_dtype, KAIMING_FAN_OUT)
+        conv = self._conv(KAIMING_FAN_OUT)
         feats: dict[str, jnp.ndarray] = {}
 
         if self.stem == "imagenet":
@@ -114,7 +110,7 @@ class ResNet(nn.Module):
         if self.preactivation:
             x = self.act(norm(name="final_norm")(x) if norm else x)
         x = feats["pool"] = GlobalAvgPool(name="global_pool")(x)
-        logits = classifier_head(x, self.num_classes, dense_factory(self.dtype, self.param_dtype))
+        logits = classifier_head(x, self.num_classes, self._dense())
         return output(logits, feats, return_features)
 
 

@@ -15,12 +15,12 @@ import jax.numpy as jnp
 from cnnjax.checks import check_int, check_int_sequence, check_rate
 from cnnjax.layers import AvgPool, ConvNormAct, Dropout, Flatten, GlobalAvgPool, MaxPool
 from cnnjax.models.common import (
+    ModelDtypes,
+    NormModelDtypes,
     check_input,
     check_options,
     choice,
     classifier_head,
-    conv_factory,
-    dense_factory,
     model_norm,
     output,
     require_min_size,
@@ -29,7 +29,7 @@ from cnnjax.models.registry import register
 
 
 @register("simple_cnn")
-class SimpleCNN(nn.Module):
+class SimpleCNN(ModelDtypes):
     """The Keras MNIST model of the seed notes: Conv 32 3x3 relu, MaxPool 2, Conv 64 3x3 relu,
     MaxPool 2, Conv 64 3x3 relu, Flatten, Dense 64 relu, Dense `num_classes` (logits; the
     notes' softmax belongs to the loss). Valid padding. 93,322 parameters on 28x28x1.
@@ -39,8 +39,6 @@ class SimpleCNN(nn.Module):
     num_classes: int = 10
     widths: Sequence[int] = (32, 64, 64)
     hidden: int = 64
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
         check_options(self, "simple_cnn", widths=_three_widths, hidden=check_int)
@@ -51,8 +49,8 @@ class SimpleCNN(nn.Module):
         check_input(x, "simple_cnn", 2)
         w1, w2, w3 = self.widths
         require_min_size(x, "simple_cnn", 18, "three valid 3x3 convs and two 2x2 pools")
-        conv = conv_factory(self.dtype, self.param_dtype)
-        dense = dense_factory(self.dtype, self.param_dtype)
+        conv = self._conv()
+        dense = self._dense()
         feats: dict[str, jnp.ndarray] = {}
         x = feats["conv1"] = nn.relu(conv(w1, 3, name="conv1")(x))
         x = feats["pool1"] = MaxPool(2, name="pool1")(x)
@@ -73,7 +71,7 @@ def _three_widths(widths: Sequence[int], name: str) -> tuple[int, ...]:
 
 
 @register("lenet5")
-class LeNet5(nn.Module):
+class LeNet5(ModelDtypes):
     """LeNet-5 in its modern form: Conv 6 5x5, pool 2, Conv 16 5x5, pool 2, Dense 120, 84,
     `num_classes`; valid padding, `act` (ReLU) and `pool` ("max" or "avg", LeCun's
     subsampling was an average). 61,706 parameters on 32x32x1. Needs inputs of at least 16x16.
@@ -83,8 +81,6 @@ class LeNet5(nn.Module):
     num_classes: int = 10
     pool: str = "max"
     act: Any = nn.relu
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
         check_options(self, "lenet5", pool=choice("max", "avg"))
@@ -95,8 +91,8 @@ class LeNet5(nn.Module):
         check_input(x, "lenet5", 2)
         require_min_size(x, "lenet5", 16, "two valid 5x5 convs and two 2x2 pools")
         pool = MaxPool if self.pool == "max" else AvgPool
-        conv = conv_factory(self.dtype, self.param_dtype)
-        dense = dense_factory(self.dtype, self.param_dtype)
+        conv = self._conv()
+        dense = self._dense()
         feats: dict[str, jnp.ndarray] = {}
         x = feats["conv1"] = self.act(conv(6, 5, name="conv1")(x))
         x = feats["pool1"] = pool(2, name="pool1")(x)
@@ -109,7 +105,7 @@ class LeNet5(nn.Module):
         return output(logits, feats, return_features)
 
 
-class ConvNet(nn.Module):
+class ConvNet(NormModelDtypes):
     """Plain CNN in `spatial_dims` (1, 2 or 3) dims: per width, conv (`kernel_size`, same
     size) -> norm -> ReLU, then a 2x max pool after every stage but the last; global average
     pool, dropout, Dense `num_classes`. Inputs need at least `2**(len(widths) - 1)` samples
@@ -123,9 +119,6 @@ class ConvNet(nn.Module):
     norm: str = "batch"
     num_groups: int = 8
     dropout: float = 0.0
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    axis_name: str | None = None
 
     def __post_init__(self) -> None:
         check_options(
@@ -144,7 +137,7 @@ class ConvNet(nn.Module):
         check_input(x, model, self.spatial_dims)
         require_min_size(x, model, 2 ** (len(widths) - 1), f"{len(widths) - 1} 2x max pools")
         norm = model_norm(self, train, self.spatial_dims)
-        conv = conv_factory(self.dtype, self.param_dtype)
+        conv = self._conv()
         feats: dict[str, jnp.ndarray] = {}
         for i, width in enumerate(widths):
             last = i == len(widths) - 1
@@ -159,7 +152,7 @@ class ConvNet(nn.Module):
             feats[f"stage{i + 1}"] = x
         x = feats["pool"] = GlobalAvgPool(name="global_pool")(x)
         x = Dropout(self.dropout, name="dropout")(x, train=train)
-        dense = dense_factory(self.dtype, self.param_dtype)
+        dense = self._dense()
         logits = classifier_head(x, self.num_classes, dense, name="logits")
         return output(logits, feats, return_features)
 

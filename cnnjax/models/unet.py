@@ -19,10 +19,10 @@ import jax.numpy as jnp
 from cnnjax.checks import check_choice, check_int
 from cnnjax.layers import UNET_PADDINGS, UPSAMPLE_MODES, DoubleConv, UNetDown, UNetUp
 from cnnjax.models.common import (
+    NormModelDtypes,
     check_input,
     check_options,
     choice,
-    conv_factory,
     conv_transpose_factory,
     model_norm,
     output,
@@ -69,7 +69,7 @@ def _output_size_or_none(size: int, depth: int, padding: str) -> int | None:
     return n
 
 
-class UNet(nn.Module):
+class UNet(NormModelDtypes):
     """U-Net segmentation network: per-pixel logits `(batch, *out_spatial, num_classes)`.
 
     Fields:
@@ -91,9 +91,6 @@ class UNet(nn.Module):
     upsample: str = "transpose"
     resize_method: str = "linear"
     act: Any = nn.relu
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    axis_name: str | None = None
 
     def __post_init__(self) -> None:
         check_options(
@@ -115,7 +112,7 @@ class UNet(nn.Module):
         for n in x.shape[1:-1]:
             unet_output_size(n, depth, self.padding)
         norm = model_norm(self, train, self.spatial_dims)
-        conv = conv_factory(self.dtype, self.param_dtype)
+        conv = self._conv()
         stage = dict(padding=self.padding, conv=conv, norm=norm, act=self.act)
         feats: dict[str, jnp.ndarray] = {}
         skips = []

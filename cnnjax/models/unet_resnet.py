@@ -21,11 +21,12 @@ import jax
 import jax.numpy as jnp
 
 from cnnjax.checks import check_int_sequence
-from cnnjax.layers import DoubleConv, make_norm
+from cnnjax.layers import DoubleConv
 from cnnjax.models.common import (
+    NormModelDtypes,
     check_input,
-    conv_factory,
     conv_transpose_factory,
+    model_norm,
     output,
 )
 from cnnjax.models.registry import register
@@ -42,7 +43,7 @@ def crop_to(x: jnp.ndarray, spatial: Sequence[int]) -> jnp.ndarray:
     return jax.lax.slice(x, (0,) * x.ndim, sizes)
 
 
-class UNetResNet(nn.Module):
+class UNetResNet(NormModelDtypes):
     """U-Net whose encoder is `ResNet(stage_sizes, block)` (ImageNet stem, no head) named
     "encoder"; per-pixel logits `(batch, height, width, num_classes)` for any input size.
 
@@ -59,9 +60,6 @@ class UNetResNet(nn.Module):
     norm: str = "batch"
     num_groups: int = 8
     act: Any = nn.relu
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x, *, train: bool = False, return_features: bool = False):
@@ -95,15 +93,8 @@ class UNetResNet(nn.Module):
         )
         _, enc = encoder(x, train=train, return_features=True)
         feats = {f"encoder_{k}": v for k, v in enc.items() if k != "pool"}
-        norm = make_norm(
-            self.norm,
-            train=train,
-            axis_name=self.axis_name,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            num_groups=self.num_groups,
-        )
-        conv = conv_factory(self.dtype, self.param_dtype)
+        norm = model_norm(self, train)
+        conv = self._conv()
         up_conv = conv_transpose_factory(self.dtype, self.param_dtype)
         y = enc["stage4"]
         for i, (features, skip_name) in enumerate(zip(widths, _SKIPS, strict=True)):

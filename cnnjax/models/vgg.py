@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -18,11 +17,11 @@ import jax.numpy as jnp
 from cnnjax.checks import check_int, check_rate
 from cnnjax.layers import AdaptiveAvgPool, Dropout, Flatten, MaxPool
 from cnnjax.models.common import (
+    ModelDtypes,
+    NormModelDtypes,
     check_input,
     check_options,
     classifier_head,
-    conv_factory,
-    dense_factory,
     model_norm,
     output,
     require_min_size,
@@ -48,7 +47,7 @@ def _scaled(channels: int, width: int) -> int:
     return max(1, channels * width // 64)
 
 
-class VGG(nn.Module):
+class VGG(NormModelDtypes):
     """VGG: 3x3 same-padded convs (with bias, then batch norm when `norm="batch"`, as
     torchvision's `vgg*_bn`) and ReLU, 2x2 max pools, adaptive average pool to
     `pool_size`, then Dense `hidden` -> ReLU -> dropout, twice, and Dense `num_classes`.
@@ -65,9 +64,6 @@ class VGG(nn.Module):
     hidden: int = 4096
     dropout: float = 0.5
     pool_size: int = 7
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    axis_name: str | None = None
 
     def __post_init__(self) -> None:
         check_options(
@@ -81,8 +77,8 @@ class VGG(nn.Module):
         pools = sum(1 for c in self.config if c == "M")
         require_min_size(x, "vgg", 2**pools, f"{pools} 2x2 max pools")
         norm = model_norm(self, train)
-        conv = conv_factory(self.dtype, self.param_dtype)
-        dense = dense_factory(self.dtype, self.param_dtype)
+        conv = self._conv()
+        dense = self._dense()
         feats: dict[str, jnp.ndarray] = {}
         n_conv = n_pool = 0
         for c in self.config:
@@ -104,7 +100,7 @@ class VGG(nn.Module):
         return output(logits, feats, return_features)
 
 
-class AlexNet(nn.Module):
+class AlexNet(ModelDtypes):
     """AlexNet as torchvision's (one-GPU variant of Krizhevsky et al. 2012): convs 11x11/4
     (64), 5x5 (192), 3x3 (384, 256, 256) with ReLU and 3x3/2 max pools, adaptive average
     pool to 6x6, then dropout -> Dense `hidden` -> ReLU, twice, and Dense `num_classes`.
@@ -116,8 +112,6 @@ class AlexNet(nn.Module):
     width: int = 64
     hidden: int = 4096
     dropout: float = 0.5
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
 
     def __post_init__(self) -> None:
         check_options(self, "alexnet", width=check_int, hidden=check_int, dropout=check_rate)
@@ -127,8 +121,8 @@ class AlexNet(nn.Module):
     def __call__(self, x, *, train: bool = False, return_features: bool = False):
         check_input(x, "alexnet", 2)
         require_min_size(x, "alexnet", 63, "an 11x11/4 conv and three 3x3/2 max pools")
-        conv = conv_factory(self.dtype, self.param_dtype)
-        dense = dense_factory(self.dtype, self.param_dtype)
+        conv = self._conv()
+        dense = self._dense()
         w = functools.partial(_scaled, width=self.width)
         feats: dict[str, jnp.ndarray] = {}
         x = feats["conv1"] = nn.relu(conv(w(64), 11, stride=4, padding=2, name="conv1")(x))

@@ -2,6 +2,12 @@
 convolution, pooling and convolution arithmetic, channels-last, 1D/2D/3D, usable under
 `jax.jit`, `jax.grad` and `jax.vmap`."""
 
+from cnnjax.ops.adaptive import (
+    adaptive_avg_pool,
+    adaptive_max_pool,
+    global_avg_pool,
+    global_max_pool,
+)
 from cnnjax.ops.arithmetic import (
     LayerSpec,
     ReceptiveField,
@@ -12,11 +18,7 @@ from cnnjax.ops.arithmetic import (
 )
 from cnnjax.ops.conv import conv, conv_transpose
 from cnnjax.ops.pooling import (
-    adaptive_avg_pool,
-    adaptive_max_pool,
     avg_pool,
-    global_avg_pool,
-    global_max_pool,
     lp_pool,
     max_pool,
     weighted_avg_pool,

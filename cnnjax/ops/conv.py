@@ -76,6 +76,44 @@ def _apply_padding_mode(x: jax.Array, pairs: Pairs, padding_mode: str, padding: 
     return jnp.pad(x, config, mode=_JNP_PAD_MODE[padding_mode])
 
 
+def _operands(
+    x: Any, kernel: Any, stride: Any, dilation: Any
+) -> tuple[jax.Array, jax.Array, int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """The checked arrays, the spatial rank, kernel size, stride and dilation of a conv."""
+    x, kernel, nd = _kernel_and_input(x, kernel)
+    ks = tuple(kernel.shape[:nd])
+    stride = int_tuple(stride, nd, "stride", minimum=1)
+    dilation = int_tuple(dilation, nd, "dilation", minimum=1)
+    return x, kernel, nd, ks, stride, dilation
+
+
+def _check_transpose_kernel_channels(in_ch: int, kernel_shape: tuple[int, ...]) -> None:
+    if kernel_shape[-1] != in_ch:
+        raise ValueError(
+            f"channel mismatch: x has {in_ch} channels but kernel {kernel_shape} "
+            f"expects in_ch = kernel.shape[-1] = {kernel_shape[-1]} (the transposed kernel is "
+            f"(*kernel_size, out_ch // groups, in_ch))"
+        )
+
+
+def _check_transpose_output(
+    spatial: tuple[int, ...], ks: tuple[int, ...], spec: ConvTransposeSpec
+) -> None:
+    """Every output size of the transposed conv is >= 1 (padding may remove it all)."""
+    out_spatial = tuple(
+        transpose_count(n, k, s, pad, d, op)
+        for n, k, s, d, pad, op in zip(
+            spatial, ks, spec.stride, spec.dilation, spec.padding, spec.output_padding,
+            strict=True,
+        )
+    )
+    if any(o < 1 for o in out_spatial):
+        raise ValueError(
+            f"padding {spec.padding} removes the whole output of the transposed conv: output "
+            f"spatial size would be {out_spatial} for input spatial size {spatial}"
+        )
+
+
 def conv(
     x: jax.Array,
     kernel: jax.Array,
@@ -104,10 +142,7 @@ def conv(
     Returns:
       ``(batch, *out_spatial, out_ch)`` with ``out = floor((n + lo + hi - d*(k-1) - 1)/s) + 1``.
     """
-    x, kernel, nd = _kernel_and_input(x, kernel)
-    ks = tuple(kernel.shape[:nd])
-    stride = int_tuple(stride, nd, "stride", minimum=1)
-    dilation = int_tuple(dilation, nd, "dilation", minimum=1)
+    x, kernel, nd, ks, stride, dilation = _operands(x, kernel, stride, dilation)
     padding_mode = check_padding_mode(padding_mode)
     in_ch, out_ch = x.shape[-1], kernel.shape[-1]
     groups = check_groups(groups, in_ch, out_ch)
@@ -120,9 +155,7 @@ def conv(
         x = _apply_padding_mode(x, pairs, padding_mode, padding)
         pairs = ((0, 0),) * nd
     y = conv_lowered(x, kernel, ConvSpec(stride, pairs, dilation, groups))
-    if bias is not None:
-        y = y + bias.astype(y.dtype)
-    return y
+    return y if bias is None else y + bias.astype(y.dtype)
 
 
 def conv_transpose(
@@ -155,38 +188,18 @@ def conv_transpose(
       ``(batch, *out_spatial, out_ch)`` with
       ``out = (n-1)*stride - lo - hi + dilation*(k-1) + output_padding + 1``.
     """
-    x, kernel, nd = _kernel_and_input(x, kernel)
-    ks = tuple(kernel.shape[:nd])
-    stride = int_tuple(stride, nd, "stride", minimum=1)
-    dilation = int_tuple(dilation, nd, "dilation", minimum=1)
+    x, kernel, nd, ks, stride, dilation = _operands(x, kernel, stride, dilation)
     output_padding = int_tuple(output_padding, nd, "output_padding")
     for op, s, d in zip(output_padding, stride, dilation, strict=True):
         check_output_padding(op, s, d)
     in_ch = x.shape[-1]
     groups = check_groups(check_int(groups, "groups"), in_ch, kernel.shape[-2] * groups)
     out_ch = kernel.shape[-2] * groups
-    if kernel.shape[-1] != in_ch:
-        raise ValueError(
-            f"channel mismatch: x has {in_ch} channels but kernel {tuple(kernel.shape)} "
-            f"expects in_ch = kernel.shape[-1] = {kernel.shape[-1]} (the transposed kernel is "
-            f"(*kernel_size, out_ch // groups, in_ch))"
-        )
+    _check_transpose_kernel_channels(in_ch, tuple(kernel.shape))
     bias = check_bias(bias, out_ch)
     spatial = tuple(x.shape[1:-1])
     pairs = resolve_padding(padding, spatial, ks, stride, dilation, allowed_strings=("valid",))
-    out_spatial = tuple(
-        transpose_count(n, k, s, pad, d, op)
-        for n, k, s, d, pad, op in zip(
-            spatial, ks, stride, dilation, pairs, output_padding, strict=True
-        )
-    )
-    if any(o < 1 for o in out_spatial):
-        raise ValueError(
-            f"padding {pairs} removes the whole output of the transposed conv: output "
-            f"spatial size would be {out_spatial} for input spatial size {spatial}"
-        )
     spec = ConvTransposeSpec(stride, pairs, output_padding, dilation, groups)
+    _check_transpose_output(spatial, ks, spec)
     y = conv_transpose_lowered(x, kernel, spec)
-    if bias is not None:
-        y = y + bias.astype(y.dtype)
-    return y
+    return y if bias is None else y + bias.astype(y.dtype)

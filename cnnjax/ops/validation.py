@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 from cnnjax.checks import check_choice, check_int
 
@@ -78,3 +79,17 @@ def check_bias(bias: Any, channels: int) -> jnp.ndarray | None:
             f"got shape {tuple(bias.shape)}"
         )
     return bias
+
+
+def lowest_value(dtype: jnp.dtype) -> np.ndarray:
+    """The lowest value of `dtype` (-inf for floats): the init value of a max reduction.
+
+    Raises TypeError for a dtype that is neither floating nor integer (e.g. bool, complex).
+    """
+    # A NumPy (not jnp) init value: lax.reduce_window then lowers to the monoid form that
+    # JAX can differentiate under jit; a traced jnp init value cannot be linearized.
+    if jnp.issubdtype(dtype, jnp.floating):
+        return np.array(-np.inf, dtype)
+    if jnp.issubdtype(dtype, jnp.integer):
+        return np.array(np.iinfo(dtype).min, dtype)
+    raise TypeError(f"x must have a real (floating or integer) dtype, got {dtype}")

@@ -52,6 +52,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from cnnjax import data, models
+from cnnjax.checks import check_choice, check_int
 from cnnjax.train.determinism import configure_determinism
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
 from cnnjax.train.steps import PRECISIONS, STRATEGIES
@@ -187,9 +188,7 @@ def _int(config: Any, name: str, *, minimum: int, allow_none: bool = False) -> N
     value = _get(config, name)
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        expected = f"an int >= {minimum}" + (" or None" if allow_none else "")
-        raise ValueError(f"config.{name}={value!r}; expected {expected}")
+    check_int(value, f"config.{name}", minimum=minimum)
 
 
 def _get(config: Any, name: str) -> Any:
@@ -200,9 +199,7 @@ def _get(config: Any, name: str) -> Any:
 
 
 def _choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
-    value = _get(config, name)
-    if value not in choices:
-        raise ValueError(f"config.{name}={value!r}; expected one of {choices}")
+    check_choice(_get(config, name), f"config.{name}", choices)
 
 
 def _check_names(config: ml_collections.ConfigDict) -> None:

@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
 
 import jax
 from tensorboardX import SummaryWriter
@@ -91,7 +91,20 @@ def truncate_metrics_file(path: str | os.PathLike, last_step: int | None) -> int
     return len(lines) - len(kept)
 
 
-class MetricsWriter:
+class _ClosedOnExit:
+    """`with` support for the writers below: the block's end calls their `close()`."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MetricsWriter(_ClosedOnExit):
     """Append-only metrics log (`metrics.jsonl` + TensorBoard) for one workdir.
 
     `resume_step`: the step the run restored (None for a fresh run); lines and events beyond it
@@ -150,11 +163,6 @@ class MetricsWriter:
             self._tb.close()
             self._tb = None
 
-    def __enter__(self) -> MetricsWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def format_metrics(metrics: Mapping[str, Any], *, digits: int = 4) -> str:
@@ -179,7 +187,7 @@ def _format_seconds(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-class Progress:
+class Progress(_ClosedOnExit):
     """Training progress: a tqdm bar on a terminal, plain log lines otherwise.
 
     `advance(step)` moves the bar (cheap, no device sync); `report(step, metrics)` shows the
@@ -244,11 +252,6 @@ class Progress:
             self._bar.close()
             self._bar = None
 
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -41,15 +41,6 @@ def check_ndim(arr: np.ndarray, name: str, allowed: Sequence[int], expected: str
         )
 
 
-def check_positive_int(value: Any, name: str) -> int:
-    """A strictly positive int (bools rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
 def grid_figure(
     n: int, ncols: int, cell_inches: float = 1.2, extra_height: float = 0.4
 ) -> tuple[Figure, list[Axes]]:

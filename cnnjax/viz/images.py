@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from cnnjax.checks import check_int
 from cnnjax.viz._common import (
     PathLike,
     annotate_cells,
     as_numpy,
     check_ndim,
-    check_positive_int,
     finish,
     grid_figure,
 )
@@ -49,7 +49,7 @@ def plot_images(
     n = len(imgs)
     if titles is not None and len(titles) != n:
         raise ValueError(f"titles must have one entry per image ({n}), got {len(titles)}")
-    ncols = check_positive_int(ncols, "ncols")
+    ncols = check_int(ncols, "ncols")
     if annotate:  # room for the numbers: about 0.4 inch per cell
         cell_inches = max(cell_inches, 0.4 * max(max(img.shape[:2]) for img in imgs))
     fig, axes = grid_figure(n, ncols, cell_inches)
@@ -128,13 +128,13 @@ def plot_filters(
     check_ndim(arr, "kernel", (2, 4), "(kh, kw, in_channels, out_channels) or (kh, kw)")
     if arr.ndim == 2:
         arr = arr[:, :, None, None]
-    max_filters = check_positive_int(max_filters, "max_filters")
+    max_filters = check_int(max_filters, "max_filters")
     kh, kw, cin, cout = arr.shape
     n = min(cout, max_filters)
     show_rgb = rgb and cin == 3
     if not show_rgb and not 0 <= in_channel < cin:
         raise ValueError(f"in_channel must be in [0, {cin}), got {in_channel}")
-    fig, axes = grid_figure(n, check_positive_int(ncols, "ncols"), 0.9)
+    fig, axes = grid_figure(n, check_int(ncols, "ncols"), 0.9)
     bound = float(np.max(np.abs(arr[:, :, in_channel, :n]))) if not show_rgb else 0.0
     bound = bound or 1.0
     for i, ax in enumerate(axes):
@@ -191,10 +191,10 @@ def plot_feature_maps(
         if not -fmap.shape[0] <= index < fmap.shape[0]:
             raise ValueError(f"index must be in [0, {fmap.shape[0]}), got {index}")
         fmap = fmap[index]
-    max_channels = check_positive_int(max_channels, "max_channels")
+    max_channels = check_int(max_channels, "max_channels")
     h, w, c = fmap.shape
     n = min(c, max_channels)
-    fig, axes = grid_figure(n, check_positive_int(ncols, "ncols"), 1.1)
+    fig, axes = grid_figure(n, check_int(ncols, "ncols"), 1.1)
     for i, ax in enumerate(axes):
         ax.imshow(fmap[:, :, i], cmap=cmap, interpolation="nearest")
         ax.set_title(str(i), fontsize=7)

@@ -10,7 +10,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from cnnjax.viz._common import PathLike, as_numpy, check_positive_int, finish, grid_figure
+from cnnjax.checks import check_int
+from cnnjax.viz._common import PathLike, as_numpy, finish, grid_figure
 
 
 def class_colors(num_classes: int) -> np.ndarray:
@@ -101,13 +102,13 @@ def plot_segmentation(
     p = None if predictions is None else _labels(predictions, "predictions", shape)
     if num_classes is None:
         num_classes = int(max(m.max(), 0 if p is None else p.max())) + 1
-    num_classes = check_positive_int(num_classes, "num_classes")
+    num_classes = check_int(num_classes, "num_classes")
     top = max(m.max(), 0 if p is None else p.max())
     if top >= num_classes:
         raise ValueError(f"class id {top} found but num_classes is {num_classes}")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    rows = min(shape[0], check_positive_int(max_rows, "max_rows"))
+    rows = min(shape[0], check_int(max_rows, "max_rows"))
     if row_titles is not None and len(row_titles) < rows:
         raise ValueError(f"row_titles must have at least {rows} entries, got {len(row_titles)}")
     if class_names is not None and len(class_names) != num_classes:

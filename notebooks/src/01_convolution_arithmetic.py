@@ -394,7 +394,7 @@ for h, w in [(28, 28), (32, 32), (45, 37), (7, 7)]:
     x = jax.random.normal(jax.random.key(h * w), (1, h, w, 8))
     print(f"{h}x{w}x8 -> adaptive avg {ops.adaptive_avg_pool(x, 4).shape}, "
           f"adaptive max {ops.adaptive_max_pool(x, (2, 3)).shape}")
-print("bins of 7 -> 4:", ops.pooling.adaptive_bins(7, 4))
+print("bins of 7 -> 4:", ops.adaptive.adaptive_bins(7, 4))
 row = jnp.arange(7.0)[None, :, None]
 print("adaptive average of 0..6 into 4 bins:", np.asarray(ops.adaptive_avg_pool(row, 4)[0, :, 0]))
 

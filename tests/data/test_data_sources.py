@@ -210,7 +210,7 @@ def test_unknown_name_and_split():
         get_source("shapes", "dev")
     with pytest.raises(TypeError, match="image_sz"):
         get_source("shapes", "train", image_sz=3)
-    with pytest.raises(ValueError, match="num_examples=0"):
+    with pytest.raises(ValueError, match="num_examples must be >= 1, got 0"):
         get_source("shapes", "train", num_examples=0)
 
 

@@ -87,13 +87,13 @@ def test_val_carved_first_and_val_test_untouched(archive):
 @pytest.mark.parametrize(
     ("options", "error", "pattern"),
     [
-        ({"num_labelled": 0}, ValueError, r"num_labelled=0: expected an int >= 1"),
-        ({"num_labelled": -5}, ValueError, r"num_labelled=-5"),
-        ({"num_labelled": 2.5}, TypeError, r"num_labelled=2.5: expected an int"),
-        ({"num_labelled": True}, TypeError, r"num_labelled=True"),
-        ({"num_labelled": "10"}, TypeError, r"num_labelled='10'"),
-        ({"num_labelled": 10, "subset_seed": -1}, ValueError, r"subset_seed=-1"),
-        ({"subset_seed": 1.5}, TypeError, r"subset_seed=1.5"),
+        ({"num_labelled": 0}, ValueError, r"num_labelled must be >= 1, got 0"),
+        ({"num_labelled": -5}, ValueError, r"num_labelled must be >= 1, got -5"),
+        ({"num_labelled": 2.5}, TypeError, r"num_labelled must be an int, got float 2.5"),
+        ({"num_labelled": True}, TypeError, r"num_labelled must be an int, got bool True"),
+        ({"num_labelled": "10"}, TypeError, r"num_labelled must be an int, got str '10'"),
+        ({"num_labelled": 10, "subset_seed": -1}, ValueError, r"subset_seed must be >= 0, got -1"),
+        ({"subset_seed": 1.5}, TypeError, r"subset_seed must be an int, got float 1.5"),
     ],
 )
 def test_bad_values_name_the_option(archive, options, error, pattern):

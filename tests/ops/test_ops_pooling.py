@@ -15,7 +15,7 @@ from ops_reference import (
 )
 
 from cnnjax import ops
-from cnnjax.ops import pooling
+from cnnjax.ops import adaptive, pooling
 
 ATOL = 1e-5
 RTOL = 1e-5
@@ -190,7 +190,7 @@ def test_adaptive_pools_match_loops(spatial, out):
 
 def test_adaptive_bins_are_pytorch_bins():
     # n=10, out=4: starts floor(i*10/4) = 0,2,5,7; ends ceil((i+1)*10/4) = 3,5,8,10
-    assert pooling.adaptive_bins(10, 4) == [(0, 3), (2, 5), (5, 8), (7, 10)]
+    assert adaptive.adaptive_bins(10, 4) == [(0, 3), (2, 5), (5, 8), (7, 10)]
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
