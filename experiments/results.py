@@ -30,6 +30,7 @@ import numpy as np
 from scipy import stats
 
 from cnnjax.viz import load_metrics
+from experiments import sweep_plots
 
 __all__ = [
     "RUN_RECORD",
@@ -305,7 +306,5 @@ def write_results(directory: str | Path, runs: Sequence[RunResult],
     path.write_text(summary_markdown(summary, fields, shown))
     written.append(path)
     if plots:
-        from experiments import sweep_plots  # matplotlib: only when plots are asked for
-
         written += sweep_plots.write_plots(directory / "plots", runs, summary, fields, metrics)
     return written

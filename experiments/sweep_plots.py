@@ -1,7 +1,7 @@
 """Plots of a sweep: each metric against each setting field (error bars: 95% CI over seeds),
 and training curves as mean ± std bands over the seeds of each setting.
 
-Used by `experiments.results.write_results`; inputs are its RunResults and summary rows.
+Used by `experiments.results.write_results`; inputs are its RunResults (`runs`) and summary rows.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-
-from experiments.results import RunResult
 
 SKIPPED_CURVES = ("images_per_s", "learning_rate")  # timing, and the schedule (not a result)
 
@@ -78,11 +76,11 @@ def _band(records: Sequence[Sequence[Mapping[str, Any]]], split: str, metric: st
     return np.array(steps), values.mean(axis=0) if steps else np.array([]), std
 
 
-def plot_curves(runs: Sequence[RunResult], fields: Sequence[str], split: str, path: Path
+def plot_curves(runs: Sequence[Any], fields: Sequence[str], split: str, path: Path
                 ) -> Path | None:
     """One axes per metric logged on `split`; per setting, the mean over its seeds with a
     ± std band (at the steps all its seeds logged). None if nothing was logged on `split`."""
-    groups: dict[str, list[RunResult]] = {}
+    groups: dict[str, list[Any]] = {}
     for r in runs:
         groups.setdefault(_label(fields, r.config), []).append(r)
     metrics = sorted({k for r in runs for row in r.records if row.get("split") == split
@@ -110,7 +108,7 @@ def plot_curves(runs: Sequence[RunResult], fields: Sequence[str], split: str, pa
     return path
 
 
-def write_plots(directory: Path, runs: Sequence[RunResult], summary: Sequence[Mapping[str, Any]],
+def write_plots(directory: Path, runs: Sequence[Any], summary: Sequence[Mapping[str, Any]],
                 fields: Sequence[str], metrics: Sequence[str]) -> list[Path]:
     """All plots of a sweep under `directory`; returns the paths written."""
     directory.mkdir(parents=True, exist_ok=True)
