@@ -24,7 +24,8 @@ from cnnjax import models
 from cnnjax.checkpoint import CheckpointManager, Restored
 from cnnjax.data import augment as augment_lib
 from cnnjax.export.core import export_model, parse_formats
-from cnnjax.train.loop import CHECKPOINT_DIR, Components, build, load_config
+from cnnjax.train.components import Components, build
+from cnnjax.train.evaluation import CHECKPOINT_DIR, load_config
 
 __all__ = ["default_formats", "export_from_flags", "export_run", "parse_checkpoint"]
 

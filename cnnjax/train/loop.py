@@ -166,9 +166,9 @@ def _loop(run: Run, preemption: _Preemption) -> dict[str, Any]:
     """Resume, check the best metric, then the `for step` loop and the final evaluation."""
     c, every, total = run.c, Intervals.of(run.c), run.c.total_steps
     state = run.resume()
+    check_best_metric(c, state)
     if jax.process_index() == 0:
         write_run_metadata(run.workdir, run.meta)  # only now: the restore succeeded
-    check_best_metric(c, state)
     start = step = int(jax.device_get(state.step))
     status = "completed"
     for step in range(start + 1, total + 1):
