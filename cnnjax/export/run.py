@@ -23,6 +23,7 @@ import numpy as np
 from cnnjax import models
 from cnnjax.checkpoint import CheckpointManager, Restored
 from cnnjax.data import augment as augment_lib
+from cnnjax.data.transforms import apply_ops
 from cnnjax.export.core import export_model, parse_formats
 from cnnjax.train.components import Components, build
 from cnnjax.train.evaluation import CHECKPOINT_DIR, load_config
@@ -87,7 +88,7 @@ def restore_run(workdir: str | os.PathLike, checkpoint: str | int) -> tuple[Comp
 def eval_input_shape(c: Components) -> tuple[int, ...]:
     """One example's shape as the evaluation pipeline gives it (eval-mode ops applied)."""
     ops, _ = augment_lib.build_ops(c.config.augment or None, c.info)
-    record = augment_lib.apply_ops(ops, dict(c.train_source[0]), np.random.default_rng(0),
+    record = apply_ops(ops, dict(c.train_source[0]), np.random.default_rng(0),
                                    train=False)
     return tuple(int(d) for d in np.shape(record["image"]))
 
