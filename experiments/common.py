@@ -8,6 +8,10 @@ Both entry points are `main(argv) -> exit code` over `run(argv, task=...)`:
     python -m experiments.classify --workdir=runs/mnist --mode=eval --checkpoint=best --split=test
     python -m experiments.classify --workdir=runs/mnist --mode=predict --input=digits/ \
         --output=preds                                      # folder of images, .npy or .npz
+    python -m experiments.classify --workdir=runs/mnist --mode=export --format=onnx
+
+Exit codes: 0 done, 1 failed run, 2 usage error, 128 + signal for a preempted training run
+(143 SIGTERM, 130 SIGINT; the same command resumes). Errors print one line, no traceback.
 
 Multi-host: every process runs the same command with `--coordinator_address=HOST:PORT
 --num_processes=N --process_id=I` (or `--distributed` to let `jax.distributed.initialize`
