@@ -38,19 +38,20 @@ from absl import flags
 from ml_collections import config_flags
 
 from cnnjax import data
-from cnnjax.checkpoint import (
-    CorruptCheckpointError,
-    NoUsableCheckpointError,
-    StructureMismatchError,
-    WorkdirLockedError,
-    to_json,
-)
+from cnnjax.checkpoint import to_json
 from cnnjax.train.components import Components, build
 from cnnjax.train.config import prepare_config
 from cnnjax.train.evaluation import evaluate_checkpoint, load_config, restore
 from cnnjax.train.loop import train
 from cnnjax.train.predict_io import write_predictions
 from cnnjax.viz.run_plots import write_plots
+from experiments.cli_errors import (
+    RUN_ERRORS,
+    UsageError,
+    check_config_path,
+    last_line,
+    remove_if_empty,
+)
 from experiments.export_mode import FORMAT_HELP, run_export
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -59,10 +60,6 @@ MODES = ("train", "eval", "predict", "export")
 ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAX_PROCESS_ID"
-
-
-class UsageError(ValueError):
-    """A bad command line (unknown flag, missing --workdir, bad --mode...): exit code 2."""
 
 
 # --------------------------------------------------------------------------- flags
@@ -108,7 +105,7 @@ def define_flags(fv: flags.FlagValues, default_config: Path, argv: Sequence[str]
 def parse(argv: Sequence[str], default_config: Path) -> flags.FlagValues:
     """Parse `argv` (argv[0] is the program name) into a fresh FlagValues."""
     fv = flags.FlagValues()
-    _check_config_path(argv, default_config)
+    check_config_path(argv, default_config)
     try:
         define_flags(fv, default_config, argv)  # loads the config file and its overrides
         fv(list(argv))
@@ -117,7 +114,7 @@ def parse(argv: Sequence[str], default_config: Path) -> flags.FlagValues:
         raise UsageError(f"config file {e.filename}, line {e.lineno}: syntax error: {e.msg}"
                          ) from e
     except flags.Error as e:
-        raise UsageError(_last_line(str(e))) from e
+        raise UsageError(last_line(str(e))) from e
     except (AttributeError, KeyError) as e:  # --config.FIELD naming no field of the config
         if "get_config" in str(e):
             raise UsageError(f"the config file defines no get_config(): {e}") from e
@@ -125,24 +122,6 @@ def parse(argv: Sequence[str], default_config: Path) -> flags.FlagValues:
     if not fv.workdir:
         raise UsageError("--workdir is required (the run directory; an existing one resumes)")
     return fv
-
-
-def _last_line(message: str) -> str:
-    """The message of an error wrapped by absl/ml_collections with a traceback in its text."""
-    lines = [line for line in message.strip().splitlines() if line.strip()]
-    if any(line.startswith("Traceback") for line in lines):
-        return f"{lines[0].rstrip(':')}: {lines[-1].strip()}"
-    return message
-
-
-def _check_config_path(argv: Sequence[str], default_config: Path) -> None:
-    """`--config=PATH[:ARG]` must name an existing .py file (a usage error otherwise)."""
-    values = [a.split("=", 1)[1] for a in argv[1:] if a.startswith(("--config=", "-config="))]
-    path = Path(values[-1].split(":", 1)[0]) if values else default_config
-    if not path.exists():
-        raise UsageError(f"--config={path}: no such config file")
-    if not path.is_file():
-        raise UsageError(f"--config={path} is not a file (expected a get_config() .py file)")
 
 
 # --------------------------------------------------------------------------- multi-host
@@ -232,13 +211,6 @@ def which_checkpoint(value: str) -> str | int:
 # --------------------------------------------------------------------------- main
 
 
-# What a run failure is (exit 1, a one-line message): a bad config value, a data or
-# checkpoint problem, a workdir that cannot be used, divergence. Anything else is a bug.
-RUN_ERRORS = (ValueError, TypeError, OSError, FloatingPointError, WorkdirLockedError,
-              NoUsableCheckpointError, CorruptCheckpointError, StructureMismatchError,
-              flax.errors.FlaxError)
-
-
 def main(argv: Sequence[str] | None, *, task: str, default_config: str) -> int:
     """Parse flags (`argv[0]` is the program name; default `sys.argv`) and run one mode;
     returns the process exit code: 0 ok, 1 failed run, 2 usage error, `128 + signal` for a
@@ -265,17 +237,8 @@ def main(argv: Sequence[str] | None, *, task: str, default_config: str) -> int:
         print(f"experiments.{script}: interrupted", file=sys.stderr)
         code = 128 + signal.SIGINT
     if code != 0 and created:
-        _remove_if_empty(workdir)
+        remove_if_empty(workdir)
     return code
-
-
-def _remove_if_empty(workdir: Path) -> None:
-    """Remove a workdir this run created when it holds no file (only empty folders)."""
-    if not workdir.is_dir() or any(p.is_file() or p.is_symlink() for p in workdir.rglob("*")):
-        return
-    for d in sorted(workdir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        d.rmdir()
-    workdir.rmdir()
 
 
 def _print_written(paths: Sequence[Path]) -> None:
@@ -311,7 +274,7 @@ def _run_mode(fv: flags.FlagValues, task: str, script: str) -> int:
     except flax.errors.ScopeParamShapeError as e:
         raise ValueError(
             f"the checkpoint's variables were built for inputs of shape {c.info.image_shape} "
-            f"(*spatial, channels) and do not fit these inputs: {_last_line(str(e))}") from e
+            f"(*spatial, channels) and do not fit these inputs: {last_line(str(e))}") from e
     print(f"predictions of checkpoint step {step} written to {output}")
     return 0
 
