@@ -152,8 +152,7 @@ class Run:
 
     def stop_non_finite(self, step: int, state: TrainState, data_before: Any) -> None:
         """Checkpoint the last good state (step - 1, before `step`'s batch) and raise."""
-        if step - 1 > (self.ckpt.latest_step() or 0):
-            self.save(step - 1, state, data_state=data_before)
+        self.save(step - 1, state, data_state=data_before)
         self.ckpt.wait()
         raise NonFiniteError(
             f"non-finite loss or gradients at step {step} (the update from step {step - 1}); "
