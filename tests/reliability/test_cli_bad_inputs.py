@@ -59,6 +59,8 @@ def test_fails_before_training(case, tmp_path, capfd):
     assert got == code, err
     assert "Traceback" not in err and text in err
     assert not (workdir / "checkpoints").exists() or not any((workdir / "checkpoints").iterdir())
+    metrics = workdir / "metrics.jsonl"
+    assert not metrics.exists() or not metrics.read_text().strip(), "failed before training"
     if case[0] in ("augment_spec", "lr_overflow", "config_missing", "model_option"):
         assert not workdir.exists(), "a run that wrote nothing must not leave its workdir"
 
