@@ -8,6 +8,10 @@ Both entry points are `main(argv) -> exit code` over `run(argv, task=...)`:
     python -m experiments.classify --workdir=runs/mnist --mode=eval --checkpoint=best --split=test
     python -m experiments.classify --workdir=runs/mnist --mode=predict --input=digits/ \
         --output=preds                                      # folder of images, .npy or .npz
+    python -m experiments.classify --workdir=runs/mnist --mode=export --format=onnx
+
+Exit codes: 0 done, 1 failed run, 2 usage error, 128 + signal for a preempted training run
+(143 SIGTERM, 130 SIGINT; the same command resumes). Errors print one line, no traceback.
 
 Multi-host: every process runs the same command with `--coordinator_address=HOST:PORT
 --num_processes=N --process_id=I` (or `--distributed` to let `jax.distributed.initialize`
@@ -22,10 +26,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import flax.errors
 import jax
 import ml_collections
 from absl import flags
@@ -39,17 +45,21 @@ from cnnjax.train.evaluation import evaluate_checkpoint, load_config, restore
 from cnnjax.train.loop import train
 from cnnjax.train.predict_io import write_predictions
 from cnnjax.viz.run_plots import write_plots
+from experiments.cli_errors import (
+    RUN_ERRORS,
+    UsageError,
+    check_config_path,
+    last_line,
+    remove_if_empty,
+)
+from experiments.export_mode import FORMAT_HELP, run_export
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-MODES = ("train", "eval", "predict")
+MODES = ("train", "eval", "predict", "export")
 
 ENV_COORDINATOR = "JAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "JAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "JAX_PROCESS_ID"
-
-
-class UsageError(ValueError):
-    """A bad command line (unknown flag, missing --workdir, bad --mode...): exit code 2."""
 
 
 # --------------------------------------------------------------------------- flags
@@ -67,8 +77,9 @@ def define_flags(fv: flags.FlagValues, default_config: Path, argv: Sequence[str]
     )
     flags.DEFINE_string("workdir", None, "run directory: config, metrics, plots, checkpoints; "
                         "an existing one is resumed", flag_values=fv)
-    flags.DEFINE_enum("mode", "train", list(MODES), "train (resumes), eval or predict",
+    flags.DEFINE_enum("mode", "train", list(MODES), "train (resumes), eval, predict or export",
                       flag_values=fv)
+    flags.DEFINE_string("format", "auto", f"export: {FORMAT_HELP}", flag_values=fv)
     flags.DEFINE_string("checkpoint", "best", "eval/predict: best | latest | a step number",
                         flag_values=fv)
     flags.DEFINE_string("split", None, "eval: split to evaluate (default: the config's "
@@ -77,8 +88,8 @@ def define_flags(fv: flags.FlagValues, default_config: Path, argv: Sequence[str]
                         flag_values=fv)
     flags.DEFINE_string("input_key", None, "predict: the .npz array (default: 'images', "
                         "'test_images', else the first)", flag_values=fv)
-    flags.DEFINE_string("output", None, "predict: output folder (default WORKDIR/predictions)",
-                        flag_values=fv)
+    flags.DEFINE_string("output", None, "predict: output folder (default WORKDIR/predictions); "
+                        "export: (default WORKDIR/export/step_<step>)", flag_values=fv)
     flags.DEFINE_bool("plots", True, "write PNG plots after training and evaluation",
                       flag_values=fv)
     flags.DEFINE_string("coordinator_address", None, "multi-host: HOST:PORT of process 0 "
@@ -94,12 +105,19 @@ def define_flags(fv: flags.FlagValues, default_config: Path, argv: Sequence[str]
 def parse(argv: Sequence[str], default_config: Path) -> flags.FlagValues:
     """Parse `argv` (argv[0] is the program name) into a fresh FlagValues."""
     fv = flags.FlagValues()
+    check_config_path(argv, default_config)
     try:
         define_flags(fv, default_config, argv)  # loads the config file and its overrides
         fv(list(argv))
+        fv.config  # noqa: B018 (loads the file now: its errors are usage errors)
+    except SyntaxError as e:
+        raise UsageError(f"config file {e.filename}, line {e.lineno}: syntax error: {e.msg}"
+                         ) from e
     except flags.Error as e:
-        raise UsageError(str(e)) from e
+        raise UsageError(last_line(str(e))) from e
     except (AttributeError, KeyError) as e:  # --config.FIELD naming no field of the config
+        if "get_config" in str(e):
+            raise UsageError(f"the config file defines no get_config(): {e}") from e
         raise UsageError(f"unknown config field in an override: {e}") from e
     if not fv.workdir:
         raise UsageError("--workdir is required (the run directory; an existing one resumes)")
@@ -195,19 +213,32 @@ def which_checkpoint(value: str) -> str | int:
 
 def main(argv: Sequence[str] | None, *, task: str, default_config: str) -> int:
     """Parse flags (`argv[0]` is the program name; default `sys.argv`) and run one mode;
-    returns the process exit code (0 ok, 1 error, 2 usage)."""
+    returns the process exit code: 0 ok, 1 failed run, 2 usage error, `128 + signal` for a
+    preempted training run (143 SIGTERM, 130 SIGINT: run the command again to resume)."""
     argv = sys.argv if argv is None else argv
     script = "classify" if task == "classification" else "segment"
+    workdir = created = None
     try:
         fv = parse(argv, CONFIG_DIR / default_config)
+        workdir = Path(fv.workdir)
+        created = not workdir.exists()
+        if fv.mode == "export":
+            return run_export(fv.workdir, fv.checkpoint, fv.format, fv.output,
+                              prog=f"experiments.{script}")
         init_distributed(fv)
-        return _run_mode(fv, task, script)
+        code = _run_mode(fv, task, script)
     except UsageError as e:
         print(f"experiments.{script}: usage error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:
+        code = 2
+    except RUN_ERRORS as e:
         print(f"experiments.{script}: error: {e}", file=sys.stderr)
-        return 1
+        code = 1
+    except KeyboardInterrupt:
+        print(f"experiments.{script}: interrupted", file=sys.stderr)
+        code = 128 + signal.SIGINT
+    if code != 0 and created:
+        remove_if_empty(workdir)
+    return code
 
 
 def _print_written(paths: Sequence[Path]) -> None:
@@ -228,27 +259,41 @@ def _run_mode(fv: flags.FlagValues, task: str, script: str) -> int:
     c = build(config)
     if fv.mode == "train":
         summary = train(c, workdir)
-        if summary["status"] == "completed" and fv.plots:
+        if summary["status"] == "preempted":
+            return 128 + int(summary.get("signal") or signal.SIGTERM)
+        if fv.plots:
             state, _, _ = restore(c, workdir, "latest")
             _print_written(write_plots(c, state, workdir, config.test_split or config.eval_split))
         return 0
-    if fv.mode == "eval":
-        _evaluate(c, fv, workdir, split, which)
-        return 0
-    state, step, _ = restore(c, workdir, which)
-    output = Path(fv.output) if fv.output else workdir / "predictions"
-    _print_written(write_predictions(c, state, Path(fv.input), fv.input_key, output))
+    try:
+        if fv.mode == "eval":
+            return _evaluate(c, fv, workdir, split, which)
+        state, step, _ = restore(c, workdir, which)
+        output = Path(fv.output) if fv.output else workdir / "predictions"
+        _print_written(write_predictions(c, state, Path(fv.input), fv.input_key, output))
+    except flax.errors.ScopeParamShapeError as e:
+        raise ValueError(
+            f"the checkpoint's variables were built for inputs of shape {c.info.image_shape} "
+            f"(*spatial, channels) and do not fit these inputs: {last_line(str(e))}") from e
     print(f"predictions of checkpoint step {step} written to {output}")
     return 0
 
 
 def _evaluate(c: Components, fv: flags.FlagValues, workdir: Path, split: str,
-              which: str | int) -> None:
+              which: str | int) -> int:
+    """Evaluate, print the metrics, then write them (a read-only workdir: exit 1 after the
+    metrics were printed)."""
     result, state = evaluate_checkpoint(c, workdir, split, which)
     if jax.process_index() == 0:
-        path = workdir / f"eval_{split}_{result['which']}.json"
-        path.write_text(json.dumps(to_json(result), indent=2) + "\n")
         print(json.dumps(to_json(result)))
+        path = workdir / f"eval_{split}_{result['which']}.json"
+        try:
+            path.write_text(json.dumps(to_json(result), indent=2) + "\n")
+        except OSError as e:
+            print(f"could not write {path} ({e.strerror or e}); the metrics are printed above",
+                  file=sys.stderr)
+            return 1
         print(f"wrote {path}")
     if fv.plots:
         _print_written(write_plots(c, state, workdir, split, tag=f"step{result['step']}"))
+    return 0

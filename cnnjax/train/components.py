@@ -130,6 +130,9 @@ def build(config: ml_collections.ConfigDict) -> Components:
         config.dataset, config.train_split, config.data_dir, **dict(config.dataset_options)
     )
     info = train_source.info
+    for split in {config.eval_split, config.test_split} - {None, config.train_split}:
+        # opened now so that a bad split (labels out of range...) fails before training
+        data_lib.get_source(config.dataset, split, config.data_dir, **dict(config.dataset_options))
     steps_per_epoch = len(train_source) // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(

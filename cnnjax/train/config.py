@@ -40,10 +40,16 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
     augment                `cnnjax.data.augment` spec string, e.g. "random_crop(padding=4)|hflip"
     data.worker_count, data.read_threads, data.prefetch_buffer_size, data.normalize
     async_checkpointing    write checkpoints in a background thread (True)
+    fresh_start            False (default): a workdir that holds an earlier run's history
+                           (metrics rows, checkpoints, corrupt checkpoints) but no usable
+                           checkpoint is refused rather than started over. True: start at
+                           step 0 anyway; the old history is moved, not deleted, to
+                           `WORKDIR/previous_runs/<UTC time>/`
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -132,6 +138,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.best_metric = config_dict.placeholder(str)
     c.best_mode = config_dict.placeholder(str)
     c.async_checkpointing = True
+    c.fresh_start = False
 
     c.parallel = ml_collections.ConfigDict()
     c.parallel.strategy = "jit"
@@ -222,9 +229,27 @@ def _check_names(config: ml_collections.ConfigDict) -> None:
         _choice(config, "task.name", ("classification", "segmentation", "binary"))
     if config.best_mode is not None:
         _choice(config, "best_mode", ("max", "min"))
-    lr = config.optimizer.learning_rate
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or lr < 0:
-        raise ValueError(f"config.optimizer.learning_rate={lr!r}; expected a number >= 0")
+    _float(config, "optimizer.learning_rate", minimum=0.0)
+    for name in ("optimizer.momentum", "optimizer.b1", "optimizer.b2", "optimizer.eps",
+                 "optimizer.weight_decay", "optimizer.grad_clip_norm",
+                 "schedule.final_learning_rate", "task.label_smoothing", "task.dice_smooth"):
+        _float(config, name, minimum=0.0, allow_none=True)
+
+
+# The largest float32: a learning rate (or other factor) above it is Inf once on a device.
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _float(config: Any, name: str, *, minimum: float, allow_none: bool = False) -> None:
+    """A finite number >= `minimum` that float32 can hold (a NaN, Inf or 1e39 learning rate
+    would poison the first update, and then every checkpoint after it)."""
+    value = _get(config, name)
+    if value is None and allow_none:
+        return
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or not minimum <= value <= _FLOAT32_MAX):
+        raise ValueError(f"config.{name}={value!r}; expected a finite number >= {minimum} "
+                         f"and <= {_FLOAT32_MAX:.4g} (the largest float32)")
 
 
 def _check_numbers(config: ml_collections.ConfigDict) -> None:

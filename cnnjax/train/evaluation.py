@@ -22,7 +22,7 @@ from cnnjax.train.metrics import merge_metrics
 from cnnjax.train.reporting import Progress
 from cnnjax.train.state import TrainState
 
-__all__ = ["CHECKPOINT_DIR", "evaluate", "load_config", "restore", "run_eval"]
+__all__ = ["CHECKPOINT_DIR", "check_best_metric", "evaluate", "load_config", "restore", "run_eval"]
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -107,3 +107,21 @@ def evaluate(
     """
     config = load_config(workdir) if config is None else prepare_config(config)
     return evaluate_checkpoint(build(config), workdir, split, which)[0]
+
+
+def check_best_metric(c: Components, state: TrainState) -> None:
+    """Before training: `best_metric` must be a metric of this task, else no best checkpoint
+    could ever be ranked. Evaluates one batch of the validation split to learn the names."""
+    cfg = c.config
+    if not cfg.eval_split or cfg.keep_best <= 0:
+        return
+    batches = make_batches(cfg, cfg.eval_split, train=False)
+    try:
+        names = sorted(c.task.finalize(c.eval_step(state, next(iter(batches)))))
+    finally:
+        batches.close()
+    if c.best_metric not in names:
+        raise ValueError(
+            f"config.best_metric={c.best_metric!r} is not a validation metric of this task; "
+            f"available: {names}"
+        )

@@ -14,11 +14,18 @@ logged for steps <= s is written before checkpoint s, so on resume `metrics.json
 to the restored step and continues as if uninterrupted. Train metrics not yet logged are
 saved in the checkpoint (`loop` item) so the next log line is the same too.
 
-Preemption: SIGTERM sets a flag; after the current step the loop saves a checkpoint at that
-step, waits for it to be written and returns `{"status": "preempted", ...}`.
+Preemption: SIGTERM or SIGINT (Ctrl-C) sets a flag; after the current step the loop saves a
+checkpoint at that step, waits for it to be written and returns `{"status": "preempted",
+"signal": signum, ...}` (the experiment scripts then exit with `128 + signum`: 143, 130).
 NaN/Inf guard: the train step keeps the last good state on a non-finite loss or gradient; the
 loop checks every step before counting it, checkpoints the last good state (data iterator
-positioned before the offending batch) and raises `NonFiniteError` naming the step.
+positioned before the offending batch) and raises `NonFiniteError` naming the step. A state
+that is itself non-finite (an update that overflowed) is never saved: the run stops with
+`NonFiniteError` and the last good checkpoint stays the latest.
+Safety: one run per workdir (`cnnjax.checkpoint.acquire`, process 0); a workdir with history
+but no usable checkpoint is refused unless `config.fresh_start` (then the history is moved to
+`previous_runs/<time>/`); `config.json` is written only once the restore (or fresh start)
+succeeded.
 """
 
 from __future__ import annotations
@@ -35,13 +42,19 @@ from typing import Any
 import jax
 import ml_collections
 
-from cnnjax.checkpoint import ensure_writable, run_metadata, to_json, write_run_metadata
-from cnnjax.train.components import Components, build
+from cnnjax.checkpoint import (
+    acquire,
+    ensure_writable,
+    run_metadata,
+    to_json,
+    write_run_metadata,
+)
+from cnnjax.train.components import Components, build, make_batches
 from cnnjax.train.config import prepare_config
 from cnnjax.train.determinism import configure_determinism
-from cnnjax.train.evaluation import checkpoints
+from cnnjax.train.evaluation import check_best_metric, checkpoints
 from cnnjax.train.metrics import is_finite
-from cnnjax.train.run import Run
+from cnnjax.train.run import Batches, Run
 
 __all__ = ["SUMMARY_FILE", "itstime", "train", "train_and_evaluate"]
 
@@ -74,25 +87,31 @@ class Intervals:
 
 
 class _Preemption:
-    """SIGTERM -> a flag the loop polls after every step (main thread only)."""
+    """SIGTERM or SIGINT -> a flag the loop polls after every step (main thread only)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def _handler(self, signum: int, frame: Any) -> None:
         del frame
-        self.requested = True
+        self.signum = signum
         log.warning("received signal %d: saving a checkpoint after the current step", signum)
 
     def __enter__(self) -> _Preemption:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handler)
+            self._previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
 
 def train_and_evaluate(
@@ -115,47 +134,67 @@ def train_and_evaluate(
 
 def train(c: Components, workdir: str | Path, *, progress_stream: Any = None
           ) -> dict[str, Any]:
-    """`train_and_evaluate` for already built components (entry points that built them)."""
+    """`train_and_evaluate` for already built components (entry points that built them).
+
+    Raises `WorkdirLockedError` when another run holds the workdir, `NoUsableCheckpointError`
+    when it holds history but no usable checkpoint (and not `config.fresh_start`)."""
     determinism = configure_determinism()
     workdir = ensure_writable(workdir)
     meta = run_metadata(c.config, extra={"determinism": determinism, "workdir": str(workdir),
                                          "total_steps": c.total_steps})
-    if jax.process_index() == 0:
-        write_run_metadata(workdir, meta)
-    every, total = Intervals.of(c), c.total_steps
-    run = Run(c, workdir, meta, progress_stream)
-    status = "completed"
-    try:
-        state = run.resume()
-        start = step = int(jax.device_get(state.step))
-        with _Preemption() as preemption:
-            for step in range(start + 1, total + 1):
-                batch, data_before = next(run.batches)
-                state, metrics = c.train_step(state, batch)
-                if not is_finite(metrics):  # `state` is still the one of step - 1
-                    run.stop_non_finite(step, state, data_before)
-                run.count(step, metrics)
-                if itstime(step, every.log, total):
-                    run.log_train(step)
-                if step == total:
-                    break  # the final evaluation and checkpoint follow the loop
-                validate = bool(c.config.eval_split) and itstime(step, every.eval, total)
-                run.periodic(step, state, validate=validate,
-                             checkpoint=itstime(step, every.checkpoint, total))
-                if preemption.requested:
-                    run.preempted(step, state)
-                    status = "preempted"
-                    break
-        summary = {"workdir": str(workdir), "total_steps": total}
-        if status == "completed":
-            summary.update(run.finish(state, step, logged=step > start))
-        run.ckpt.wait()
-    finally:
-        run.close()
-    summary.update(status=status, step=step, best_metric=c.best_metric,
-                   best_step=_best_step(c, workdir))
-    if status == "completed" and jax.process_index() == 0:
+    with acquire(workdir), _Preemption() as preemption:
+        batches = Batches(make_batches(c.config, c.config.train_split, train=True,
+                                       source=c.train_source))
+        try:
+            with checkpoints(c, workdir, keep=c.config.keep_checkpoints,
+                             keep_best=c.config.keep_best,
+                             async_save=c.config.async_checkpointing) as ckpt:
+                run = Run(c, workdir, meta, ckpt, batches, progress_stream)
+                try:
+                    summary = _loop(run, preemption)
+                finally:
+                    run.close()
+        finally:
+            batches.iterator.close()
+    summary["best_step"] = _best_step(c, workdir)
+    if summary["status"] == "completed" and jax.process_index() == 0:
         (Path(workdir) / SUMMARY_FILE).write_text(json.dumps(to_json(summary), indent=2) + "\n")
+    return summary
+
+
+def _loop(run: Run, preemption: _Preemption) -> dict[str, Any]:
+    """Resume, check the best metric, then the `for step` loop and the final evaluation."""
+    c, every, total = run.c, Intervals.of(run.c), run.c.total_steps
+    state = run.resume()
+    check_best_metric(c, state)
+    if jax.process_index() == 0:
+        write_run_metadata(run.workdir, run.meta)  # only now: the restore succeeded
+    start = step = int(jax.device_get(state.step))
+    status = "completed"
+    for step in range(start + 1, total + 1):
+        batch, data_before = next(run.batches)
+        state, metrics = c.train_step(state, batch)
+        if not is_finite(metrics):  # `state` is still the one of step - 1
+            run.stop_non_finite(step, state, data_before)
+        run.count(step, metrics)
+        if itstime(step, every.log, total):
+            run.log_train(step)
+        if step == total:
+            break  # the final evaluation and checkpoint follow the loop
+        validate = bool(c.config.eval_split) and itstime(step, every.eval, total)
+        run.periodic(step, state, validate=validate,
+                     checkpoint=itstime(step, every.checkpoint, total))
+        if preemption.requested:
+            run.preempted(step, state, preemption.signum)
+            status = "preempted"
+            break
+    summary: dict[str, Any] = {"workdir": str(run.workdir), "total_steps": total}
+    if status == "completed":
+        summary.update(run.finish(state, step, logged=step > start))
+    else:
+        summary["signal"] = preemption.signum
+    run.ckpt.wait()
+    summary.update(status=status, step=step, best_metric=c.best_metric)
     return summary
 
 

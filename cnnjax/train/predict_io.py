@@ -23,7 +23,8 @@ from cnnjax.train.predict import local_view, predict, preprocess
 from cnnjax.viz.run_plots import PLOT_EXAMPLES, denormalize
 from cnnjax.viz.segmentation import plot_segmentation
 
-__all__ = ["IMAGE_SUFFIXES", "fit_image", "load_inputs", "write_predictions"]
+__all__ = ["IMAGE_SUFFIXES", "csv_safe", "fit_image", "load_inputs", "mask_name",
+           "write_predictions"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 
@@ -40,11 +41,7 @@ def load_inputs(path: Path, key: str | None = None) -> tuple[list[str], list[np.
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ValueError(f"--input={path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-        images = []
-        for f in files:
-            with Image.open(f) as im:
-                images.append(np.asarray(im))
-        return [f.name for f in files], images
+        return [f.name for f in files], [_read_image(f) for f in files]
     if path.suffix == ".npy":
         arr = np.load(path)
     elif path.suffix == ".npz":
@@ -58,7 +55,23 @@ def load_inputs(path: Path, key: str | None = None) -> tuple[list[str], list[np.
             arr = z[key]
     else:
         raise ValueError(f"--input={path}: expected a folder of images, a .npy or a .npz")
+    if arr.ndim == 0 or len(arr) == 0:
+        raise ValueError(f"--input={path} holds no image (array of shape {arr.shape}); expected "
+                         "(N, *spatial[, channels]) with N >= 1")
     return [str(i) for i in range(len(arr))], list(arr)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """One image file as an array; 16-bit images are scaled to 0..255 (uint8), not clipped."""
+    try:
+        with Image.open(path) as im:
+            sixteen_bit = im.mode.startswith("I;16") or im.mode == "I"
+            x = np.asarray(im)
+    except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for unreadable files
+        raise ValueError(f"--input: cannot read image {str(path)!r}: {e}") from e
+    if sixteen_bit:
+        x = np.round(x.astype(np.float64) * (255.0 / 65535.0)).clip(0, 255).astype(np.uint8)
+    return x
 
 
 def _channels(x: np.ndarray, channels: int) -> np.ndarray:
@@ -86,9 +99,20 @@ def fit_image(image: Any, info: Any, resize: bool) -> np.ndarray:
         x = x[..., None]
     if x.ndim != spatial + 1:
         raise ValueError(f"an input image has shape {x.shape}; expected {info.image_shape}")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"an input image holds NaN or Inf values (shape {x.shape}); expected "
+                         "finite pixel values")
     if x.dtype != np.uint8:
-        if np.issubdtype(x.dtype, np.floating):
-            return x.astype(np.float32)  # taken as already preprocessed
+        if np.issubdtype(x.dtype, np.floating):  # taken as already preprocessed
+            target = tuple(info.image_shape)
+            if resize and None not in target and x.shape != target:
+                raise ValueError(
+                    f"a float input image has shape {x.shape}; expected {target} (float "
+                    "inputs are taken as preprocessed and are not resized: give uint8 images "
+                    "to have them resized)")
+            return x.astype(np.float32)
+        if x.dtype == np.uint16:
+            x = np.round(x.astype(np.float64) * (255.0 / 65535.0))
         x = np.clip(x, 0, 255).astype(np.uint8)
     x = _channels(x, channels)
     target = tuple(info.image_shape[:-1])
@@ -113,9 +137,9 @@ def _write_classes(c: Components, state: Any, names: Sequence[str], x: np.ndarra
     csv_path = output / "predictions.csv"
     with csv_path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["input", "prediction", "class_name", *[f"p_{n}" for n in classes]])
+        w.writerow(["input", "prediction", "class_name", *[csv_safe(f"p_{n}") for n in classes]])
         for r in rows:
-            w.writerow([r["input"], r["prediction"], r["class_name"],
+            w.writerow([csv_safe(r["input"]), r["prediction"], csv_safe(r["class_name"]),
                         *[f"{v:.6g}" for v in r["probabilities"]]])
     json_path = output / "predictions.json"
     json_path.write_text(json.dumps({"class_names": classes, "predictions": rows},
@@ -133,7 +157,7 @@ def _write_masks(c: Components, state: Any, names: Sequence[str],
     ]
     written = []
     for name, m in zip(names, masks, strict=True):
-        path = output / f"{Path(name).stem}_mask.png"
+        path = output / mask_name(name, {p.name.lower() for p in written})
         Image.fromarray(m).save(path)
         written.append(path)
     n = min(PLOT_EXAMPLES, len(masks))
@@ -144,6 +168,25 @@ def _write_masks(c: Components, state: Any, names: Sequence[str],
                           class_names=c.info.class_names, row_titles=list(names[:n]), path=path)
         written.append(path)
     return written
+
+
+def csv_safe(cell: str) -> str:
+    """A text cell a spreadsheet will not run as a formula: a leading =, +, -, @ (or tab/CR)
+    gets a single quote in front (CSV injection)."""
+    return f"'{cell}" if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
+
+
+def mask_name(name: str, taken: set[str]) -> str:
+    """`<stem>_<ext>_mask.png` for an input file name (`a.png` and `a.jpg` differ), made
+    unique against the lower-cased names in `taken` (`x.png`, `x.PNG` on a case-insensitive
+    file system) with a counter."""
+    p = Path(name)
+    base = p.stem + (f"_{p.suffix.lstrip('.')}" if p.suffix else "")
+    candidate, k = f"{base}_mask.png", 1
+    while candidate.lower() in taken:
+        k += 1
+        candidate = f"{base}_{k}_mask.png"
+    return candidate
 
 
 def write_predictions(c: Components, state: Any, inputs: Path, key: str | None,
@@ -157,13 +200,16 @@ def write_predictions(c: Components, state: Any, inputs: Path, key: str | None,
     names, raw = load_inputs(inputs, key)
     seg = c.info.task == "segmentation"
 
-    def prep(image: Any) -> np.ndarray:
-        x = fit_image(image, c.info, resize=not seg)
+    def prep(name: str, image: Any) -> np.ndarray:
+        try:
+            x = fit_image(image, c.info, resize=not seg)
+        except ValueError as e:
+            raise ValueError(f"--input {str(inputs)!r}, image {name!r}: {e}") from e
         if x.dtype == np.uint8:
             return preprocess(x[None], c.info.mean, c.info.std, normalize=c.config.data.normalize)
         return x[None]
 
-    prepared = [prep(x) for x in raw]
+    prepared = [prep(n, x) for n, x in zip(names, raw, strict=True)]
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     if seg:

@@ -7,6 +7,7 @@ train metrics not yet logged; the loop in `cnnjax.train.loop` calls it at each e
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -15,12 +16,20 @@ from typing import Any
 import jax
 import numpy as np
 
-from cnnjax.checkpoint import to_json
-from cnnjax.train.components import Components, make_batches
-from cnnjax.train.evaluation import checkpoints, run_eval
+from cnnjax.checkpoint import (
+    CheckpointManager,
+    CorruptCheckpointError,
+    NonFiniteCheckpointError,
+    refuse_to_start_over,
+    to_json,
+    workdir_history,
+)
+from cnnjax.train.components import Components
+from cnnjax.train.evaluation import run_eval
 from cnnjax.train.metrics import NonFiniteError, merge_metrics
 from cnnjax.train.reporting import MetricsWriter, Progress, format_metrics, warn_config_changes
 from cnnjax.train.state import TrainState
+from cnnjax.train.workdir_history import PREVIOUS_RUNS, move_history_aside
 
 __all__ = ["Batches", "Run"]
 
@@ -55,13 +64,11 @@ class Run:
     """The checkpoints, batches, metrics file, progress and pending train metrics of a run."""
 
     def __init__(self, c: Components, workdir: Path, meta: Mapping[str, Any],
-                 progress_stream: Any = None) -> None:
+                 ckpt: CheckpointManager, batches: Batches, progress_stream: Any = None
+                 ) -> None:
         cfg = c.config
         self.c, self.workdir, self.progress_stream = c, workdir, progress_stream
-        self.ckpt = checkpoints(c, workdir, keep=cfg.keep_checkpoints, keep_best=cfg.keep_best,
-                                async_save=cfg.async_checkpointing)
-        self.batches = Batches(make_batches(cfg, cfg.train_split, train=True,
-                                            source=c.train_source))
+        self.meta, self.ckpt, self.batches = meta, ckpt, batches
         self.ckpt_meta = {"config": cfg.to_dict(), "run": {k: meta[k] for k in (
             "git", "versions", "seed", "command_line")}}
         self.pending: list[Any] = []
@@ -74,8 +81,16 @@ class Run:
         """The latest good checkpoint's state (data iterator and pending metrics restored
         too), or a fresh state; opens the metrics file cut back to that step."""
         state = self.c.init_state()
-        restored = self.ckpt.restore(state, "latest")
-        if restored is not None:
+        try:
+            restored = self.ckpt.restore(state, "latest")
+        except CorruptCheckpointError as e:  # every step was corrupt (now moved aside)
+            restored, reason = None, str(e)
+        else:
+            reason = ""
+        fresh = None
+        if restored is None:
+            fresh = self._start_over(reason)
+        else:
             state = restored.state
             if restored.data is None:
                 raise ValueError(
@@ -92,6 +107,8 @@ class Run:
         self.writer = MetricsWriter(self.workdir,
                                     resume_step=None if restored is None else start)
         self.progress = Progress(self.c.total_steps, start, stream=self.progress_stream)
+        if fresh:
+            self.progress.write(fresh)
         if restored is not None:
             warn_config_changes(restored.meta.get("config", {}),
                                 to_json(self.c.config.to_dict()), self.progress)
@@ -102,14 +119,36 @@ class Run:
         self.window_start = time.perf_counter()
         return state
 
+    def _start_over(self, reason: str) -> str | None:
+        """Nothing to resume from: refuse if the workdir has history, unless
+        `config.fresh_start` (then move that history to `previous_runs/<UTC time>/`)."""
+        if jax.process_index() != 0:
+            return None
+        refuse_to_start_over(
+            self.workdir, fresh_start=bool(self.c.config.fresh_start), reason=reason,
+            how_to_start_fresh="pass --config.fresh_start=True (the old history is then "
+            f"moved to {PREVIOUS_RUNS}/)")
+        if not workdir_history(self.workdir):
+            return None
+        return f"fresh start: the earlier run's history is in {move_history_aside(self.workdir)}"
+
     def save(self, step: int, state: TrainState, metrics: Mapping[str, float] | None = None,
              data_state: Any = None) -> None:
         """Checkpoint `state` as step `step`, with the data iterator state (default: after
         the batches handed out) and the pending train metrics."""
         data_state = self.batches.state() if data_state is None else data_state
         loop_state = {"pending": [_host_pairs(p) for p in self.pending]}
-        self.ckpt.save(step, state, data=data_state, loop=loop_state, meta=self.ckpt_meta,
-                       metrics=metrics)
+        try:
+            self.ckpt.save(step, state, data=data_state, loop=loop_state, meta=self.ckpt_meta,
+                           metrics=metrics)
+        except NonFiniteCheckpointError as e:
+            self.ckpt.wait()
+            raise NonFiniteError(
+                f"training diverged: the state after step {step} holds NaN/Inf ({e}); it was "
+                f"not saved. The last good checkpoint is step {self.ckpt.latest_step()} (None: "
+                "none, the run starts over). Lower the learning rate or clip gradients "
+                "(optimizer.grad_clip_norm) and run again: it resumes from there."
+            ) from e
 
     def stop_non_finite(self, step: int, state: TrainState, data_before: Any) -> None:
         """Checkpoint the last good state (step - 1, before `step`'s batch) and raise."""
@@ -168,11 +207,12 @@ class Run:
             self.save(step, state, metrics)
         self.window_start += time.perf_counter() - paused
 
-    def preempted(self, step: int, state: TrainState) -> None:
+    def preempted(self, step: int, state: TrainState, signum: int | None = None) -> None:
         self.save(step, state)
         self.ckpt.wait()
+        name = signal.Signals(signum).name if signum else "SIGTERM"
         self.progress.write(
-            f"preempted (SIGTERM): saved a checkpoint at step {step} in {self.ckpt.directory}; "
+            f"preempted ({name}): saved a checkpoint at step {step} in {self.ckpt.directory}; "
             "run the same command again to resume"
         )
 
@@ -190,6 +230,6 @@ class Run:
         return out
 
     def close(self) -> None:
-        for part in (self.progress, self.writer, self.batches.iterator, self.ckpt):
+        for part in (self.progress, self.writer):
             if part is not None:
                 part.close()
