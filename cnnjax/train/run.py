@@ -18,6 +18,7 @@ import numpy as np
 from cnnjax.checkpoint import to_json
 from cnnjax.train.components import Components, make_batches
 from cnnjax.train.evaluation import checkpoints, run_eval
+from cnnjax.train.init_from import initialise
 from cnnjax.train.metrics import NonFiniteError, merge_metrics
 from cnnjax.train.reporting import MetricsWriter, Progress, format_metrics, warn_config_changes
 from cnnjax.train.state import TrainState
@@ -75,6 +76,7 @@ class Run:
         too), or a fresh state; opens the metrics file cut back to that step."""
         state = self.c.init_state()
         restored = self.ckpt.restore(state, "latest")
+        state = initialise(self.c, state, resumed=restored is not None)  # config.init_from
         if restored is not None:
             state = restored.state
             if restored.data is None:
