@@ -5,7 +5,8 @@
         --config=experiments/configs/mnist.py --config.num_epochs=2 --config.data_dir=../shared/data
     # 2. the three ways on 1,000 Fashion-MNIST labels (100 a class, seeded), 400 steps each
     python -m experiments.classify --workdir=runs/fmnist_scratch \
-        --config=experiments/configs/transfer_fashion_mnist.py:scratch --config.data_dir=../shared/data
+        --config=experiments/configs/transfer_fashion_mnist.py:scratch \
+        --config.data_dir=../shared/data
     python -m experiments.classify --workdir=runs/fmnist_probe \
         --config=experiments/configs/transfer_fashion_mnist.py:probe \
         --config.init_from=runs/mnist_pretrain --config.data_dir=../shared/data

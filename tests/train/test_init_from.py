@@ -85,7 +85,7 @@ def test_initialise_loads_best_then_latest(source_run, caplog):
     for key, value in _flat(best).items():
         np.testing.assert_array_equal(_flat(state)[key], value, err_msg=str(key))
     assert f"step {best_step}" in caplog.text
-    latest, latest_step, _ = restore(c, source_run, "latest")
+    latest, _, _ = restore(c, source_run, "latest")
     c_latest = build(prepare_config(_config(init_from=f"{source_run}:latest")))
     state = initialise(c_latest, c_latest.init_state(), resumed=False)
     np.testing.assert_array_equal(_flat(state)[("params", "logits", "kernel")],
