@@ -146,7 +146,7 @@ def initialise(c: Components, state: TrainState, *, resumed: bool) -> TrainState
     if not spec:
         return state
     if resumed:
-        log.info("config.init_from=%r ignored: the run resumes from its own checkpoint", spec)
+        log.warning("config.init_from=%r ignored: the run resumes from its own checkpoint", spec)
         return state
     loaded, description = read_init_from(spec, c.config.model, c.config.model_options)
     fresh = traverse_util.flatten_dict({"params": state.params, **state.model_state})
@@ -156,6 +156,7 @@ def initialise(c: Components, state: TrainState, *, resumed: bool) -> TrainState
     params = variables.pop("params")
     opt_shardings = jax.tree.map(lambda x: x.sharding, state.opt_state)
     opt_state = jax.jit(c.tx.init, out_shardings=opt_shardings)(params)
-    log.info("initialised from %s%s", description,
+    # WARNING level: the scripts show no INFO, and a user must see what was loaded.
+    log.warning("initialised from %s%s", description,
              f"; re-initialised (shapes differ): {', '.join(reinit)}" if reinit else "")
     return state.replace(params=params, model_state=variables, opt_state=opt_state)
