@@ -7,6 +7,7 @@ import logging
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from flax import traverse_util
 
@@ -98,3 +99,32 @@ def test_resume_wins_over_init_from(source_run, caplog):
     with caplog.at_level(logging.INFO, logger="cnnjax.train"):
         state = initialise(c, fresh, resumed=True)
     assert state is fresh and "ignored" in caplog.text
+
+
+def _final_variables(workdir, step):
+    with checkpoints_of(workdir) as m:
+        saved = m.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return dict(jax.tree_util.tree_flatten_with_path(saved["state"])[0])
+
+
+def checkpoints_of(workdir):
+    return ocp.CheckpointManager(workdir / "checkpoints")
+
+
+@pytest.mark.slow
+def test_fine_tuning_run_resumes_exactly(source_run, tmp_path):
+    """Stop a fine-tuning run at step 3 and run the same workdir to 6 (init_from ignored on
+    resume): the final state is bitwise the uninterrupted run's."""
+    options = {"init_from": str(source_run), "freeze_batch_stats": ("stage1/*",)}
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    c = _config(**options)
+    c.optimizer.lr_multipliers = (("logits/*", 1.0), ("*", 0.5))
+    train_and_evaluate(c, whole)
+    short = _config(**options, num_train_steps=3)
+    short.optimizer.lr_multipliers = c.optimizer.lr_multipliers
+    train_and_evaluate(short, split)
+    train_and_evaluate(c, split)
+    a, b = _final_variables(whole, 6), _final_variables(split, 6)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.asarray(a[key]).tobytes() == np.asarray(b[key]).tobytes(), str(key)
