@@ -13,14 +13,27 @@
     python -m experiments.classify --workdir=runs/fmnist_finetune \
         --config=experiments/configs/transfer_fashion_mnist.py:finetune \
         --config.init_from=runs/mnist_pretrain --config.data_dir=../shared/data
+    python -m experiments.classify --workdir=runs/fmnist_finetune_lr01 \
+        --config=experiments/configs/transfer_fashion_mnist.py:finetune_lr01 \
+        --config.init_from=runs/mnist_pretrain --config.data_dir=../shared/data
     python -m experiments.transfer_plot runs/fmnist_scratch runs/fmnist_probe \
-        runs/fmnist_finetune --out=docs/transfer_fashion_mnist.png
+        runs/fmnist_finetune_lr01 runs/fmnist_finetune --out=docs/transfer_fashion_mnist.png
 
 `probe` trains only the head (`logits`: 650 of 93,322 parameters; `optimizer.freeze` holds the
-rest at the MNIST weights); `finetune` trains everything, the pretrained layers at 0.1x the
-head's learning rate (`optimizer.lr_multipliers`). All three see the same 1,000 labelled
-images (batch 50, 20 steps an epoch) and validate on 5,000 held-out training images.
-RESULTS
+rest at the MNIST weights); `finetune` trains everything at the same rate; `finetune_lr01`
+trains the pretrained layers at 0.1x the head's rate (`optimizer.lr_multipliers`). All see
+the same 1,000 labelled images (100 a class; batch 50, 20 steps an epoch, 400 steps) and
+validate on 5,000 held-out training images; test is the official 10,000.
+Results (measured 2026-12-02, 2-core CPU shared with other jobs, 1 CPU device; MNIST pretrain
+2 epochs: 99.11% test; each fine-tuning run ~3 min wall), test accuracy (final val):
+    from scratch          79.9%  (82.2%)
+    linear probe          69.6%  (70.6%)
+    fine-tune x0.1        76.2%  (77.7%)
+    fine-tune (full)      81.2%  (82.5%)  <- best; ahead of scratch most at the start
+                                             (val 74.5% vs 73.2% at step 40, 81.3% vs 80.1% at 200)
+MNIST features transfer only partly to clothes: frozen (probe) or slowed (x0.1) they lose to
+training from scratch; fully fine-tuned they give the best start and end. Curves:
+docs/transfer_fashion_mnist.png.
 """
 
 import ml_collections
@@ -31,8 +44,9 @@ _BACKBONE = ("conv1/*", "conv2/*", "conv3/*", "dense1/*")
 
 
 def get_config(arg: str = "finetune") -> ml_collections.ConfigDict:
-    if arg not in ("scratch", "probe", "finetune"):
-        raise ValueError(f"transfer config argument {arg!r}; expected scratch, probe or finetune")
+    if arg not in ("scratch", "probe", "finetune", "finetune_lr01"):
+        raise ValueError(f"transfer config argument {arg!r}; expected scratch, probe, "
+                         "finetune or finetune_lr01")
     c = mnist.get_config()
     c.dataset = "fashion_mnist"
     c.dataset_options = ml_collections.ConfigDict(
@@ -49,6 +63,6 @@ def get_config(arg: str = "finetune") -> ml_collections.ConfigDict:
     if arg == "probe":
         c.optimizer.freeze = _BACKBONE
         c.optimizer.learning_rate = 1e-2
-    elif arg == "finetune":
+    elif arg == "finetune_lr01":
         c.optimizer.lr_multipliers = (("logits/*", 1.0), ("*", 0.1))
     return c
