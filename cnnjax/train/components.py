@@ -154,6 +154,7 @@ def build(config: ml_collections.ConfigDict) -> Components:
         config=config, mesh=mesh, info=info, train_source=train_source, model=model,
         task=task, tx=tx, schedule=make_schedule(opt_config, updates), total_steps=total,
         steps_per_epoch=steps_per_epoch, best_metric=best_metric, best_mode=best_mode,
-        train_step=make_train_step(model, task, tx, **kw),
+        train_step=make_train_step(model, task, tx, **kw,
+                                   freeze_batch_stats=tuple(config.freeze_batch_stats)),
         eval_step=make_eval_step(model, task, **kw),
     )

@@ -15,7 +15,8 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
     num_epochs, num_train_steps
                            training length; if both are set, num_train_steps wins
     optimizer.*            `cnnjax.train.make_optimizer` fields: name, learning_rate, momentum,
-                           nesterov, weight_decay, grad_clip_norm, accumulate_steps, freeze, ...
+                           nesterov, weight_decay, grad_clip_norm, accumulate_steps, freeze,
+                           lr_multipliers ((pattern, multiplier) pairs, first match wins), ...
                            (None means the optimizer's default)
     schedule.*             name (constant | cosine | warmup_cosine | step | one_cycle),
                            warmup_steps, final_learning_rate, boundaries, step_size,
@@ -45,6 +46,13 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
                            checkpoint is refused rather than started over. True: start at
                            step 0 anyway; the old history is moved, not deleted, to
                            `WORKDIR/previous_runs/<UTC time>/`
+    init_from              a NEW run starts from these weights: a torchvision/timm file
+                           (.pth/.pt/.safetensors/.npz) or another run's workdir (best, else
+                           latest; "WORKDIR:latest", ":best", ":STEP"). Ignored on resume.
+                           See `cnnjax.train.init_from`.
+    init_exclude           fnmatch patterns of "/"-joined variable paths left freshly initialised
+    freeze_batch_stats     fnmatch patterns of batch-norm statistics paths ("layer1_0/*",
+                           "*" for all) that train steps leave unchanged (frozen backbone BN)
 """
 
 from __future__ import annotations
@@ -88,6 +96,7 @@ def _optimizer_defaults() -> ml_collections.ConfigDict:
     g.grad_clip_norm = config_dict.placeholder(float)
     g.accumulate_steps = 1
     g.freeze = ()
+    g.lr_multipliers = ()
     g.trust_coefficient = config_dict.placeholder(float)
     return g
 
@@ -158,6 +167,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.read_threads = 0
     c.data.prefetch_buffer_size = 4
     c.data.normalize = True
+
+    c.init_from = config_dict.placeholder(str)
+    c.init_exclude = ()
+    c.freeze_batch_stats = ()
     return c
 
 

@@ -17,6 +17,11 @@ brackets; unknown fields are an error, so a typo cannot pass silently):
     accumulate_steps  [1] average gradients over k calls, update every k-th (optax.MultiSteps)
     freeze            [()] glob patterns (fnmatch) of "/"-joined parameter paths, such as
                       "backbone/*" or "*/BatchNorm_*/*", that get zero updates
+    lr_multipliers    [()] per-group learning rates: (pattern, multiplier) pairs (or an
+                      ordered mapping), e.g. (("logits/*", 1.0), ("*", 0.1)); each parameter
+                      takes the multiplier of the FIRST pattern its path matches (1.0 if none)
+                      and its updates are scaled by it (after the optimizer, so clipping stays
+                      global and the result equals that learning rate times the multiplier)
     schedule          constant | cosine | warmup_cosine | step | one_cycle  [constant]
     warmup_steps      [0] linear warm-up from 0 (constant, cosine, warmup_cosine, step)
     total_steps       [None] length of the schedule, if not given to make_schedule
@@ -56,6 +61,7 @@ __all__ = [
     "SCHEDULES",
     "decay_mask",
     "freeze_labels",
+    "lr_multiplier_labels",
     "make_optimizer",
     "make_schedule",
     "path_name",
@@ -102,6 +108,41 @@ def freeze_labels(params: Any, patterns: tuple[str, ...]) -> Any:
     )
 
 
+def lr_multiplier_labels(params: Any, patterns: tuple[str, ...]) -> Any:
+    """Label each parameter with the index (as a str) of the first pattern its path matches,
+    or "default"; every pattern must match some path."""
+    names = jax.tree_util.tree_map_with_path(lambda path, _: path_name(path), params)
+    flat = jax.tree.leaves(names)
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in flat):
+            raise ValueError(
+                f"lr_multipliers pattern {pattern!r} matches no parameter; parameter paths "
+                f"look like {flat[:4]}"
+            )
+
+    def label(name: str) -> str:
+        return next((str(i) for i, p in enumerate(patterns) if fnmatch.fnmatchcase(name, p)),
+                    "default")
+
+    return jax.tree.map(label, names)
+
+
+def _lr_multipliers(value: Any) -> tuple[tuple[str, float], ...]:
+    """(pattern, multiplier) pairs of `lr_multipliers` (a mapping or a sequence of pairs)."""
+    pairs = list(value.items()) if isinstance(value, Mapping) else list(value or ())
+    expected = "(pattern, multiplier >= 0) pairs or a mapping pattern -> multiplier"
+    out = []
+    for pair in pairs:
+        if not isinstance(pair, tuple | list) or len(pair) != 2:
+            raise ValueError(f"lr_multipliers={value!r}; expected {expected}")
+        pattern, mult = pair
+        if (not isinstance(pattern, str) or isinstance(mult, bool)
+                or not isinstance(mult, int | float) or mult < 0):
+            raise ValueError(f"lr_multipliers entry {pair!r}; expected {expected}")
+        out.append((pattern, float(mult)))
+    return tuple(out)
+
+
 # --------------------------------------------------------------------------- optimizers
 
 
@@ -144,7 +185,8 @@ def _optimizer(name: str, cfg: Mapping[str, Any], schedule: Schedule
 def make_optimizer(cfg: Any, total_steps: int | None = None) -> optax.GradientTransformation:
     """The Optax transformation described by `cfg` (see the module docstring).
 
-    Order: MultiSteps(multi_transform(trainable: clip -> [L2] -> optimizer, frozen: zero)).
+    Order: MultiSteps(multi_transform(trainable: clip -> [L2] -> optimizer -> [lr multipliers],
+    frozen: zero)).
     `total_steps` counts optimizer updates (train steps // accumulate_steps).
     """
     cfg = as_dict(cfg)
@@ -152,6 +194,13 @@ def make_optimizer(cfg: Any, total_steps: int | None = None) -> optax.GradientTr
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer name={name!r}; expected one of {OPTIMIZERS}")
     parts = _optimizer(name, cfg, make_schedule(cfg, total_steps))
+    multipliers = _lr_multipliers(cfg.get("lr_multipliers"))
+    if multipliers:
+        patterns = tuple(p for p, _ in multipliers)
+        scales = {str(i): optax.scale(m) for i, (_, m) in enumerate(multipliers)}
+        scales["default"] = optax.identity()
+        parts.append(optax.multi_transform(
+            scales, lambda params: lr_multiplier_labels(params, patterns)))
     tx = optax.chain(*parts) if len(parts) > 1 else parts[0]
 
     freeze = cfg.get("freeze") or ()

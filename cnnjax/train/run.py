@@ -26,6 +26,7 @@ from cnnjax.checkpoint import (
 )
 from cnnjax.train.components import Components
 from cnnjax.train.evaluation import run_eval
+from cnnjax.train.init_from import initialise
 from cnnjax.train.metrics import NonFiniteError, merge_metrics
 from cnnjax.train.reporting import MetricsWriter, Progress, format_metrics, warn_config_changes
 from cnnjax.train.state import TrainState
@@ -90,7 +91,8 @@ class Run:
         fresh = None
         if restored is None:
             fresh = self._start_over(reason)
-        else:
+        state = initialise(self.c, state, resumed=restored is not None)  # config.init_from
+        if restored is not None:
             state = restored.state
             if restored.data is None:
                 raise ValueError(

@@ -29,7 +29,7 @@ SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "one_cycle")
 _FIELDS = frozenset(
     {
         "name", "learning_rate", "momentum", "nesterov", "b1", "b2", "eps",
-        "weight_decay", "grad_clip_norm", "accumulate_steps", "freeze",
+        "weight_decay", "grad_clip_norm", "accumulate_steps", "freeze", "lr_multipliers",
         "schedule", "warmup_steps", "total_steps", "final_learning_rate",
         "boundaries", "step_size", "decay_factor", "pct_start", "div_factor",
         "final_div_factor", "trust_coefficient",

@@ -9,6 +9,7 @@ Written once for both kinds of code that `cnnjax.train.steps` compiles: global c
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -18,10 +19,12 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from cnnjax.train.optim import path_name
 from cnnjax.train.state import TrainState
 from cnnjax.train.tasks import Task, combine_loss_terms, valid_weights
 
-__all__ = ["PRECISIONS", "Metrics", "dropout_key", "eval_body", "prepare_model", "train_body"]
+__all__ = ["PRECISIONS", "Metrics", "dropout_key", "eval_body", "keep_frozen_stats",
+           "prepare_model", "train_body"]
 
 PRECISIONS = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -138,6 +141,21 @@ def _all_finite(loss: jax.Array, grads: Any) -> jax.Array:
     return ok
 
 
+def keep_frozen_stats(new: Any, old: Any, patterns: tuple[str, ...]) -> Any:
+    """`new` model state with the leaves whose path (without the collection) matches a
+    pattern taken from `old`; every pattern must match some leaf (a typo is a ValueError)."""
+    names = jax.tree_util.tree_map_with_path(
+        lambda path, _: path_name(path[1:]), old)  # path[0]: the collection
+    flat = jax.tree.leaves(names)
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in flat):
+            raise ValueError(f"config.freeze_batch_stats pattern {pattern!r} matches no model "
+                             f"state; paths look like {flat[:4]}")
+    return jax.tree.map(
+        lambda n, o, name: o if any(fnmatch.fnmatchcase(name, p) for p in patterns) else n,
+        new, old, names)
+
+
 def train_body(
     state: TrainState,
     batch: Mapping[str, Any],
@@ -148,8 +166,13 @@ def train_body(
     compute_dtype: Any,
     axis: str | None,
     vary: bool,
+    freeze_batch_stats: tuple[str, ...] = (),
 ) -> tuple[TrainState, Metrics]:
-    """One optimizer step; per-device code when `axis` is set, global code otherwise."""
+    """One optimizer step; per-device code when `axis` is set, global code otherwise.
+
+    `freeze_batch_stats`: fnmatch patterns of model-state paths (without the collection,
+    e.g. "layer1_0/bn1/*") whose values the step keeps as they were (frozen BN statistics).
+    """
     _check_sync(model, state.model_state, axis)
     total = _reducer(axis)
     x = _images(batch, compute_dtype)
@@ -170,6 +193,9 @@ def train_body(
     loss = total(loss)
     metrics = _metrics(task, logits, batch, loss, total)
 
+    if freeze_batch_stats:
+        new_model_state = keep_frozen_stats(new_model_state, state.model_state,
+                                            freeze_batch_stats)
     updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
         step=state.step + 1,

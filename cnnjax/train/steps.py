@@ -157,8 +157,12 @@ def make_train_step(
     mesh: Mesh | None = None,
     precision: str = "float32",
     donate: bool = True,
+    freeze_batch_stats: tuple[str, ...] = (),
 ) -> TrainStep:
     """`train_step(state, batch) -> (state, metrics)`, compiled for `strategy` on `mesh`.
+
+    `freeze_batch_stats`: patterns of model-state paths the step leaves unchanged
+    (`cnnjax.train.step_bodies.keep_frozen_stats`).
 
     See the module docstring for the layouts, the metrics and the guarantees. The
     input state is donated (its buffers are reused) unless `donate=False`.
@@ -175,6 +179,7 @@ def make_train_step(
         tx=tx,
         compute_dtype=PRECISIONS[precision],
         vary=strategy == "shard_map",
+        freeze_batch_stats=tuple(freeze_batch_stats),
     )
     fn, place = _compile(body, strategy, mesh, out_state=True, donate=donate)
 

@@ -216,3 +216,28 @@ def test_optimizer_follows_its_schedule():
     grads = [{"w": np.ones(1)}] * 2
     first, second = run(train.make_optimizer(cfg), params, grads)
     np.testing.assert_allclose([first["w"][0], second["w"][0]], [-1.0, -1.1], rtol=1e-6)
+
+
+def test_lr_multipliers_scale_updates_exactly():
+    """First matching pattern wins; multipliers that are powers of two make the scaled updates
+    bit-identical to a reference optimizer run at learning_rate * multiplier."""
+    params = toy_params()
+    rng = np.random.default_rng(1)
+    grads = [jax.tree.map(lambda p: rng.normal(size=p.shape), params) for _ in range(3)]
+    cfg = {"name": "adamw", "learning_rate": 0.1, "weight_decay": 0.05,
+           "lr_multipliers": [("head/*", 1.0), ("backbone/conv/*", 0.25), ("*", 0.5)]}
+    got = run(train.make_optimizer(cfg), params, grads)[-1]
+    for lr, path in ((0.1, ("head",)), (0.025, ("backbone", "conv")), (0.05, ("backbone", "norm"))):
+        ref = run(optax.adamw(lr, weight_decay=0.05, mask=train.decay_mask), params, grads)[-1]
+        a, b = got, ref
+        for part in path:
+            a, b = a[part], b[part]
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=f"{path} {name}")
+
+
+@pytest.mark.parametrize("bad", [[("nothing/*", 0.1)], [("head/*", -1.0)], [("head/*",)]])
+def test_lr_multipliers_reject_bad_entries(bad):
+    with pytest.raises(ValueError, match="lr_multipliers"):
+        train.make_optimizer({"name": "sgd", "learning_rate": 0.1,
+                              "lr_multipliers": bad}).init(as_jnp(toy_params()))
