@@ -9,18 +9,13 @@ Without --config the run uses `experiments/configs/shapes.py`. Flags, modes, out
 the multi-host launch are described in `experiments/common.py` and the README.
 """
 
-from __future__ import annotations
-
+import functools
 import sys
-from collections.abc import Sequence
 
 from experiments.common import main as common_main
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run with `argv` (argv[0] is the program name; default `sys.argv`); returns the exit code."""
-    return common_main(argv, task="classification", default_config="shapes.py")
-
+#: `main(argv=None) -> exit code` (argv[0] is the program name; default `sys.argv`).
+main = functools.partial(common_main, task="classification", default_config="shapes.py")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -211,7 +211,7 @@ def which_checkpoint(value: str) -> str | int:
 # --------------------------------------------------------------------------- main
 
 
-def main(argv: Sequence[str] | None, *, task: str, default_config: str) -> int:
+def main(argv: Sequence[str] | None = None, *, task: str, default_config: str) -> int:
     """Parse flags (`argv[0]` is the program name; default `sys.argv`) and run one mode;
     returns the process exit code: 0 ok, 1 failed run, 2 usage error, `128 + signal` for a
     preempted training run (143 SIGTERM, 130 SIGINT: run the command again to resume)."""

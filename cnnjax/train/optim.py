@@ -90,16 +90,23 @@ def decay_mask(params: Any) -> Any:
     return jax.tree.map(lambda p: jnp.ndim(p) > 1, params)
 
 
-def freeze_labels(params: Any, patterns: tuple[str, ...]) -> Any:
-    """Label each parameter "frozen" or "trainable"; every pattern must match some path."""
+def matched_path_names(params: Any, patterns: tuple[str, ...], option: str) -> Any:
+    """The tree of "/"-joined parameter paths; ValueError naming `option` when one of the
+    fnmatch `patterns` matches no path (a typo would otherwise pass silently)."""
     names = jax.tree_util.tree_map_with_path(lambda path, _: path_name(path), params)
     flat = jax.tree.leaves(names)
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in flat):
             raise ValueError(
-                f"freeze pattern {pattern!r} matches no parameter; parameter paths look "
+                f"{option} pattern {pattern!r} matches no parameter; parameter paths look "
                 f"like {flat[:4]}"
             )
+    return names
+
+
+def freeze_labels(params: Any, patterns: tuple[str, ...]) -> Any:
+    """Label each parameter "frozen" or "trainable"; every pattern must match some path."""
+    names = matched_path_names(params, patterns, "freeze")
     return jax.tree.map(
         lambda name: (
             "frozen" if any(fnmatch.fnmatchcase(name, p) for p in patterns) else "trainable"
@@ -111,14 +118,7 @@ def freeze_labels(params: Any, patterns: tuple[str, ...]) -> Any:
 def lr_multiplier_labels(params: Any, patterns: tuple[str, ...]) -> Any:
     """Label each parameter with the index (as a str) of the first pattern its path matches,
     or "default"; every pattern must match some path."""
-    names = jax.tree_util.tree_map_with_path(lambda path, _: path_name(path), params)
-    flat = jax.tree.leaves(names)
-    for pattern in patterns:
-        if not any(fnmatch.fnmatchcase(name, pattern) for name in flat):
-            raise ValueError(
-                f"lr_multipliers pattern {pattern!r} matches no parameter; parameter paths "
-                f"look like {flat[:4]}"
-            )
+    names = matched_path_names(params, patterns, "lr_multipliers")
 
     def label(name: str) -> str:
         return next((str(i) for i, p in enumerate(patterns) if fnmatch.fnmatchcase(name, p)),
