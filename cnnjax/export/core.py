@@ -25,6 +25,7 @@ import numpy as np
 
 import cnnjax
 from cnnjax.checkpoint import to_json
+from cnnjax.ops import onednn
 from cnnjax.registry import Registry
 from cnnjax.train.steps import prepare_model
 
@@ -203,10 +204,11 @@ def export_model(
     output_dir.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     artifacts: dict[str, Any] = {}
-    for fmt in names:
-        path, details = FORMATS.get(fmt)(spec, output_dir)
-        paths[fmt] = path
-        artifacts[fmt] = {"file": path.name, **details}
+    with onednn.disabled():  # artifacts call XLA's convs, not this process's oneDNN kernel
+        for fmt in names:
+            path, details = FORMATS.get(fmt)(spec, output_dir)
+            paths[fmt] = path
+            artifacts[fmt] = {"file": path.name, **details}
     metadata = dict(metadata or {})
     info = {
         "export_format_version": EXPORT_FORMAT_VERSION,

@@ -18,7 +18,13 @@ import jax
 
 from cnnjax.ops.onednn import kernels
 from cnnjax.ops.onednn.native import available, unavailable_reason
-from cnnjax.ops.onednn.policy import enabled, set_enabled, wants_conv, wants_conv_transpose
+from cnnjax.ops.onednn.policy import (
+    disabled,
+    enabled,
+    set_enabled,
+    wants_conv,
+    wants_conv_transpose,
+)
 
 
 def _require_kernel() -> None:
@@ -72,6 +78,7 @@ __all__ = [
     "available",
     "conv",
     "conv_transpose",
+    "disabled",
     "enabled",
     "set_enabled",
     "unavailable_reason",

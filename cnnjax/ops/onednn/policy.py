@@ -10,7 +10,9 @@ functions traced after it, not already-compiled ones.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +27,18 @@ def set_enabled(flag: bool | None) -> None:
     if flag is not None and not isinstance(flag, bool):
         raise TypeError(f"flag must be a bool or None, got {type(flag).__name__} {flag!r}")
     _OVERRIDE[0] = flag
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Functions traced inside the block use XLA's convolutions (e.g. for a portable export:
+    an artifact must not call this process's oneDNN kernel); the switch is restored after."""
+    previous = _OVERRIDE[0]
+    _OVERRIDE[0] = False
+    try:
+        yield
+    finally:
+        _OVERRIDE[0] = previous
 
 
 def enabled() -> bool:
