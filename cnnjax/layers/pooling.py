@@ -19,6 +19,11 @@ from cnnjax.checks import check_rate
 IntOrSeq = int | Sequence[int]
 
 
+
+def _fields(module: nn.Module, *names: str) -> dict[str, Any]:
+    """The module's fields `names` as keyword arguments for its op."""
+    return {name: getattr(module, name) for name in names}
+
 class MaxPool(nn.Module):
     """Max pooling (`ops.max_pool`); `stride=None` means stride = window. Padding counts as
     -inf, so it never wins; `ceil_mode` follows PyTorch."""
@@ -32,12 +37,7 @@ class MaxPool(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         return ops.max_pool(
-            x,
-            self.window,
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            ceil_mode=self.ceil_mode,
+            x, self.window, **_fields(self, "stride", "padding", "dilation", "ceil_mode")
         )
 
 
@@ -55,10 +55,7 @@ class AvgPool(nn.Module):
         return ops.avg_pool(
             x,
             self.window,
-            stride=self.stride,
-            padding=self.padding,
-            ceil_mode=self.ceil_mode,
-            count_include_pad=self.count_include_pad,
+            **_fields(self, "stride", "padding", "ceil_mode", "count_include_pad"),
         )
 
 
