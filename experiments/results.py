@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from cnnjax.train.reporting import flatten
 from cnnjax.viz import load_metrics
 from experiments import sweep_plots
 
@@ -65,17 +66,6 @@ class RunResult:
     metrics: dict[str, float]
     records: list[dict[str, Any]]
     error: str = ""
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"optimizer": {"learning_rate": 0.1}} -> {"optimizer.learning_rate": 0.1}."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def read_json(path: Path) -> Any:
