@@ -68,6 +68,10 @@ ENV_PROCESS_ID = "JAX_PROCESS_ID"
 def define_flags(fv: flags.FlagValues, default_config: Path, argv: Sequence[str]) -> None:
     """Register the flags of both entry points on `fv` (`argv` lets ml_collections see
     `--config.field=value` overrides)."""
+    # ml_collections loads every config file as the module "config_config" with the
+    # deprecated load_module(), which re-executes into a cached module of that name: a file
+    # without get_config() would silently inherit the previous file's (in-process reruns).
+    sys.modules.pop("config_config", None)
     config_flags.DEFINE_config_file(
         "config", str(default_config), "config file (a get_config() .py); --config.FIELD=VALUE "
         "overrides any field", flag_values=fv, sys_argv=list(argv),
