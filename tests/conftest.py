@@ -27,3 +27,15 @@ def data_dir() -> Path:
     if path is None:
         pytest.skip("real data sets not found: set CNNJAX_DATA_DIR or provide ../shared/data")
     return path
+
+
+@pytest.fixture
+def fast_compile():
+    """Turns XLA's optimisation passes off for one test: on tiny shapes they cost more than
+    they save (Flax's ImageNet example does the same). Folders opt in with an autouse fixture."""
+    import jax  # after the XLA_FLAGS above are set
+
+    previous = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)

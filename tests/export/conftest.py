@@ -2,13 +2,9 @@
 the tiny models used here (as in tests/models). Exported artifacts are StableHLO, lowered
 before XLA optimises anything, so this does not change what is exported."""
 
-import jax
 import pytest
 
 
 @pytest.fixture(autouse=True)
-def _fast_compile():
-    previous = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    yield
-    jax.config.update("jax_disable_most_optimizations", previous)
+def _fast_compile(fast_compile):
+    """Every test here compiles without XLA's optimisation passes (tests/conftest.py)."""
