@@ -67,6 +67,7 @@ LEVERS_OFF = {
     "pool_reshape": "pooling through lax.reduce_window (no window==stride reshape)",
     "donate": "train step without buffer donation",
     "onednn": "convolutions on XLA (CNNJAX_ONEDNN=0), not the oneDNN kernel",
+    "host_allocator": "glibc's default malloc (CNNJAX_HOST_ALLOCATOR=0; set at import)",
 }
 FLAG_SETS = {
     "ynn": "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce",
@@ -372,7 +373,10 @@ def _spawn(job: dict[str, Any], xla_flags: str | None) -> Any:
     if xla_flags is not None:
         env["XLA_FLAGS"] = xla_flags
     if job.get("impl"):
-        extra = [FLAG_SETS[f] for f in parse_impl(job["impl"])[2]]
+        _, off, flag_sets = parse_impl(job["impl"])
+        if "host_allocator" in off:
+            env["CNNJAX_HOST_ALLOCATOR"] = "0"
+        extra = [FLAG_SETS[f] for f in flag_sets]
         if extra:
             env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""), *extra]).strip()
     proc = subprocess.run(

@@ -7,3 +7,7 @@ e.g. `from cnnjax import ops` or `import cnnjax.models`.
 """
 
 __version__ = "0.1.0"
+
+from cnnjax import host_allocator as _host_allocator
+
+_host_allocator.configure()
