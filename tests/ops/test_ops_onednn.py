@@ -188,8 +188,11 @@ def test_chooser_picks_onednn_on_cpu_float32_and_the_switch_turns_it_off():
     )
     pointwise = ConvSpec((2, 2), ((0, 0), (0, 0)), (1, 1), 1)
     assert lowering.choose_conv_lowering((8, 16, 16, 8), (1, 1, 8, 8), pointwise, jnp.float32) == (
-        "slices_gemm"
+        "onednn"
     )
+    assert lowering.choose_conv_lowering((8, 28, 28, 1), (3, 3, 1, 8), spec, jnp.float32) != (
+        "onednn"
+    )  # a single-input-channel first layer stays on XLA
     tspec = ConvTransposeSpec((2, 2), ((1, 1), (1, 1)), (1, 1), (1, 1), 1)
     assert lowering.choose_conv_transpose_lowering((2, 4, 4, 8), (3, 3, 4, 8), tspec,
                                                    jnp.float32) == "onednn"  # fmt: skip

@@ -50,12 +50,13 @@ def enabled() -> bool:
 
 def conv_is_faster(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], groups: int) -> bool:
     """Shapes where oneDNN's forward + both gradients measured faster than cnnjax's XLA path
-    (2-core AVX-512 CPU, jax 0.10.2; `python -m benchmarks.conv_kernels`): every 1D/2D/3D conv
-    except single-input-channel ones (a first layer: oneDNN's kernel gradient is slow there)
-    and pointwise (1x1) ones, which stay on the slices + GEMM lowering (ResNet-18's strided 1x1
-    projection measured about 4x faster there)."""
-    del groups
-    return x_shape[-1] > 1 and not all(k == 1 for k in kernel_shape[:-2])
+    (2-core AVX-512 CPU, jax 0.10.2; `python -m benchmarks.conv_kernels` per conv, and the
+    training steps of `python -m benchmarks.train_step`): every 1D/2D/3D conv except
+    single-input-channel ones (a first layer: oneDNN's kernel gradient is slow there).
+    Pointwise (1x1) convs included: ResNet-18's training step measured ~7% faster with its
+    three strided 1x1 projections on oneDNN than on the slices + GEMM lowering."""
+    del kernel_shape, groups
+    return x_shape[-1] > 1
 
 
 def _eligible(x_shape: tuple[int, ...], dtype: jnp.dtype) -> bool:
