@@ -1,4 +1,4 @@
-"""What `experiments.classify` and `experiments.segment` share: flags, modes, plots, prediction.
+r"""What `experiments.classify` and `experiments.segment` share: flags, modes, plots, prediction.
 
 Both entry points are `main(argv) -> exit code` over `run(argv, task=...)`:
 
@@ -52,6 +52,7 @@ from experiments.cli_errors import (
     last_line,
     remove_if_empty,
 )
+from experiments.cli_help import help_text, wants_help
 from experiments.export_mode import FORMAT_HELP, run_export
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -221,6 +222,11 @@ def main(argv: Sequence[str] | None = None, *, task: str, default_config: str) -
     preempted training run (143 SIGTERM, 130 SIGINT: run the command again to resume)."""
     argv = sys.argv if argv is None else argv
     script = "classify" if task == "classification" else "segment"
+    if wants_help(argv):
+        fv = flags.FlagValues()
+        define_flags(fv, CONFIG_DIR / default_config, argv[:1])
+        print(help_text(f"experiments.{script}", __doc__, fv))
+        return 0
     workdir = created = None
     try:
         fv = parse(argv, CONFIG_DIR / default_config)

@@ -1,4 +1,4 @@
-"""Seed and setting sweeps with result tables: every grid combination x every seed, each run in
+r"""Seed and setting sweeps with result tables: every grid combination x every seed, each run in
 its own workdir, through the same command line as a direct run.
 
     python -m experiments.sweep --workdir=runs/mnist_sweep --config=experiments/configs/mnist.py \
@@ -37,6 +37,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import results
+from experiments.cli_help import help_text, wants_help
 from experiments.sweep_run import LOG_FILE, Run, execute
 
 SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._=,+-")
@@ -310,6 +311,11 @@ def _sweep_main(fv: flags.FlagValues, overrides: Sequence[str], args: Sequence[s
 def main(argv: Sequence[str] | None = None) -> int:
     """Run with `argv` (argv[0] is the program name; default sys.argv); returns the exit code."""
     argv = list(sys.argv if argv is None else argv)
+    if wants_help(argv):
+        fv = flags.FlagValues()
+        define_flags(fv)
+        print(help_text("experiments.sweep", __doc__, fv))
+        return 0
     try:
         fv, overrides, args = parse(argv)
         if fv.report:
