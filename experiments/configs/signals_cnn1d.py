@@ -6,9 +6,12 @@
 Result (measured 2026-11-25, 2-core CPU shared with other jobs, 1 CPU device): 99.2% test
 accuracy (99.0% val) after 10 epochs (780 steps of 64), 2m51s wall for the whole command
 (92% after 3 epochs, 32 s).
-`EXPECTED` is that figure (one seed, 0) with the tolerance the slow test
-`pytest -m slow tests/experiments/test_experiments_sweep.py -k signals` allows; not yet
-measured over seeds.
+Over seeds 0, 1, 2 (measured 2026-12-02 with `python -m experiments.sweep
+--workdir=runs/signals_seeds --config=experiments/configs/signals_cnn1d.py --seeds=0,1,2`,
+quiet 2-core CPU, 2.8-3.4 min wall per run): test accuracy 99.33% ± 0.12% (mean ± std;
+99.2%, 99.4%, 99.4%; 95% CI 99.05-99.62%), best validation 98.6% ± 0.4%.
+`EXPECTED` is that mean with the tolerance the slow test
+`pytest -m slow tests/experiments/test_experiments_sweep.py -k signals` allows.
 """
 
 import ml_collections
@@ -16,7 +19,7 @@ import ml_collections
 from cnnjax.train.config import default_config
 
 # The stated result, checked by the slow test (|test accuracy - value| <= tolerance).
-EXPECTED = {"metric": "accuracy", "split": "test", "value": 0.992, "tolerance": 0.015}
+EXPECTED = {"metric": "accuracy", "split": "test", "value": 0.993, "tolerance": 0.015}
 
 
 def get_config() -> ml_collections.ConfigDict:
