@@ -38,9 +38,9 @@ def _kind(name: str) -> str:
 
 
 def profile_cnnjax(model: str, steps: int) -> dict[str, Any]:
-    import cnnjax  # noqa: F401  (first: its malloc settings, before JAX starts threads)
-    import jax
+    import jax  # importing JAX starts no thread; its backend starts in _cnnjax_steps
 
+    import cnnjax  # noqa: F401  (its malloc settings, before the backend's threads)
     from benchmarks.train_step import _cnnjax_steps
 
     _, parts = _cnnjax_steps(model, ("train",))

@@ -2,8 +2,9 @@
 
 Layers (each depends only on the ones above it): `ops` -> `layers` -> `models` -> `data`
 -> `train` -> `checkpoint` -> `export`; `viz` (figures) beside them. `checks` (argument
-checks) and `registry` (look-up by name) serve every layer. Import the subpackage you need,
-e.g. `from cnnjax import ops` or `import cnnjax.models`.
+checks) and `registry` (look-up by name) serve every layer; `host_allocator` sets glibc's
+malloc for XLA's CPU runtime once, here, on import (see its docstring). Import the
+subpackage you need, e.g. `from cnnjax import ops` or `import cnnjax.models`.
 """
 
 __version__ = "0.1.0"
