@@ -8,9 +8,11 @@ quality 75); the data source splits them into 8,000 train / 2,000 test (+ `val_s
 validation), so results are NOT comparable with published CIFAR-10 numbers (50,000 training
 images). ResNet-18 is 11.2 M parameters, ~0.56 GFLOP per 32x32 image: on GPU this is minutes;
 the 2-core CPU trains ~44 images/s, so the full 60 epochs (3,240 steps) take about 2.7 hours.
-Result: the full run is not measured here. A shortened run (measured 2026-11-30, 2-core CPU,
-1 CPU device, quiet machine) with `--config.num_epochs=4` (216 steps, nearly all of them the
-200-step warm-up) reached 51.9% test accuracy (49.1% val) in 11m28s wall.
+Result: none measured here; the full run (2.7 h a seed on this CPU, three seeds for a figure
+with its spread, see README "Paper runs") is for a GPU. A smoke check, not a result (one
+seed; measured 2026-11-30, 2-core CPU, 1 CPU device, quiet machine): `--config.num_epochs=4`
+(216 steps, nearly all of them the 200-step warm-up) reached 51.9% test accuracy (49.1% val)
+in 11m28s wall, i.e. the pipeline learns.
 """
 
 import ml_collections
