@@ -8,6 +8,7 @@ Nothing here depends on the rest of cnnjax, so every layer of the library can im
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ __all__ = [
     "check_int_sequence",
     "check_positive_number",
     "check_rate",
+    "env_switch",
     "int_tuple",
     "is_int",
 ]
@@ -100,3 +102,9 @@ def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
             f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}"
         )
     return value
+
+
+def env_switch(name: str) -> bool:
+    """An on/off environment variable (cnnjax's CPU levers): off for ``0``, ``false``, ``off``
+    or ``no`` (any case), on for anything else and when unset."""
+    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "off", "no")

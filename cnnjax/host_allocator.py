@@ -27,15 +27,16 @@ import importlib.util
 import os
 import platform
 
+from cnnjax.checks import env_switch
+
 # mallopt parameters (glibc's malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 _SETTINGS = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
-_OFF = ("0", "false", "off", "no")
 
 
 def enabled() -> bool:
     """The switch: ``CNNJAX_HOST_ALLOCATOR`` (default on)."""
-    return os.environ.get("CNNJAX_HOST_ALLOCATOR", "1").strip().lower() not in _OFF
+    return env_switch("CNNJAX_HOST_ALLOCATOR")
 
 
 def cpu_only() -> bool:

@@ -56,3 +56,16 @@ def test_accepted_values_come_back(call, expected):
 def test_refused_values_name_argument_value_and_expectation(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(None, True), ("1", True), ("yes", True), ("0", False), (" OFF ", False), ("False", False),
+     ("no", False)],
+)
+def test_env_switch(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("CNNJAX_TEST_SWITCH", raising=False)
+    else:
+        monkeypatch.setenv("CNNJAX_TEST_SWITCH", value)
+    assert checks.env_switch("CNNJAX_TEST_SWITCH") is expected

@@ -11,12 +11,12 @@ functions traced after it, not already-compiled ones.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
 
+from cnnjax.checks import env_switch
 from cnnjax.ops.onednn import native
 
 _OVERRIDE: list[bool | None] = [None]
@@ -45,7 +45,7 @@ def enabled() -> bool:
     """The switch (`set_enabled`, else the ``CNNJAX_ONEDNN`` environment variable, default on)."""
     if _OVERRIDE[0] is not None:
         return _OVERRIDE[0]
-    return os.environ.get("CNNJAX_ONEDNN", "1").strip().lower() not in ("0", "false", "off", "no")
+    return env_switch("CNNJAX_ONEDNN")
 
 
 def conv_is_faster(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], groups: int) -> bool:
