@@ -17,13 +17,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from benchmarks._conv_shapes import SHAPES
+from benchmarks.train_step import time_steps
 
 COLUMNS = {
     "xla_ynn": ({"CNNJAX_ONEDNN": "0"}, ""),
@@ -38,13 +38,8 @@ PARTS = ("fwd", "dx", "dw")
 
 
 def _median_ms(fn: Callable[[], Any], reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(1000.0 * (time.perf_counter() - start))
-    return float(np.median(times))
+    """Median ms of `reps` calls of `fn` (which must block) after one warm-up call."""
+    return float(np.median(time_steps(fn, reps, warmup=1)))
 
 
 def _inputs(shape: tuple[int, ...], k: int, out: int) -> tuple[np.ndarray, np.ndarray]:
