@@ -159,6 +159,7 @@ def keep_frozen_stats(new: Any, old: Any, patterns: tuple[str, ...]) -> Any:
 def train_body(
     state: TrainState,
     batch: Mapping[str, Any],
+    halted: jax.Array,
     *,
     model: nn.Module,
     task: Task,
@@ -169,6 +170,12 @@ def train_body(
     freeze_batch_stats: tuple[str, ...] = (),
 ) -> tuple[TrainState, Metrics]:
     """One optimizer step; per-device code when `axis` is set, global code otherwise.
+
+    The update is applied only when the loss and every gradient are finite and `halted` (a
+    float32 scalar: an earlier step's `metrics["nonfinite"][0]`) is 0; otherwise the state
+    is returned unchanged (its step counter too) and `nonfinite` is (1, 1). Chaining each
+    step's `nonfinite` into the next one's `halted` freezes a run at its first non-finite
+    step without the host looking at any value (see `cnnjax.train.loop`).
 
     `freeze_batch_stats`: fnmatch patterns of model-state paths (without the collection,
     e.g. "layer1_0/bn1/*") whose values the step keeps as they were (frozen BN statistics).
@@ -203,7 +210,7 @@ def train_body(
         model_state=new_model_state,
         opt_state=new_opt_state,
     )
-    ok = _all_finite(loss, grads)
+    ok = _all_finite(loss, grads) & (halted == 0)
     new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
     metrics["nonfinite"] = (1.0 - ok.astype(jnp.float32), jnp.ones((), jnp.float32))
     return new_state, metrics

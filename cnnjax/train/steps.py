@@ -44,19 +44,21 @@ Mixed precision (`precision="bfloat16"`): the model is cloned with `dtype=bfloat
 (compute) and the images are cast; parameters, optimizer state, batch statistics,
 logits for the loss and the loss itself stay float32.
 
-NaN/Inf guard: `ok = isfinite(loss) and all gradients finite`; when not ok the step
-returns the old state unchanged (also its step counter) and `nonfinite = (1, 1)`;
+NaN/Inf guard: `ok = isfinite(loss) and all gradients finite` (and not `halted`); when not
+ok the step returns the old state unchanged (also its step counter) and `nonfinite = (1, 1)`;
 `check_finite(metrics, step)` raises an error naming the step.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
+import numpy as np
 import optax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
@@ -73,7 +75,6 @@ from cnnjax.train.parallel import (
 from cnnjax.train.state import TrainState
 from cnnjax.train.step_bodies import (
     PRECISIONS,
-    Metrics,
     dropout_key,
     eval_body,
     prepare_model,
@@ -84,6 +85,7 @@ from cnnjax.train.tasks import Task
 __all__ = [
     "PRECISIONS",
     "STRATEGIES",
+    "CompiledStep",
     "dropout_key",
     "make_eval_step",
     "make_train_step",
@@ -91,8 +93,6 @@ __all__ = [
 ]
 
 STRATEGIES = ("jit", "shard_map", "pmap")
-TrainStep = Callable[[TrainState, Mapping[str, Any]], tuple[TrainState, Metrics]]
-EvalStep = Callable[[TrainState, Mapping[str, Any]], Metrics]
 
 
 # --------------------------------------------------------------------------- checks
@@ -114,16 +114,21 @@ def _check_common(model: Any, task: Any, strategy: Any, mesh: Any, precision: An
 
 
 def _compile(
-    body: Callable[..., Any], strategy: str, mesh: Mesh, *, out_state: bool, donate: bool
+    body: Callable[..., Any], strategy: str, mesh: Mesh, *, train: bool, donate: bool
 ) -> tuple[Callable[..., Any], Callable[[Mapping[str, Any]], Any]]:
-    """(compiled fn of (state, placed batch), batch placement) for one strategy."""
+    """(compiled fn of placed inputs, batch placement) for one strategy.
+
+    Train: `fn(state, batch, halted) -> (state, metrics)`; eval: `fn(state, batch) -> metrics`.
+    The state (and `halted`) are replicated, the batch is split on "data".
+    """
     donate_argnums = (0,) if donate else ()
     rep = replicated_sharding(mesh)
+    extra = 1 if train else 0  # halted
     if strategy == "jit":
         fn = jax.jit(
             functools.partial(body, axis=None),
-            in_shardings=(rep, batch_sharding(mesh)),
-            out_shardings=(rep, rep) if out_state else rep,
+            in_shardings=(rep, batch_sharding(mesh), *[rep] * extra),
+            out_shardings=(rep, rep) if train else rep,
             donate_argnums=donate_argnums,
         )
         return fn, functools.partial(shard_batch, mesh=mesh)
@@ -131,8 +136,8 @@ def _compile(
         mapped = jax.shard_map(
             functools.partial(body, axis=DATA_AXIS),
             mesh=mesh,
-            in_specs=(P(), P(DATA_AXIS)),
-            out_specs=(P(), P()) if out_state else P(),
+            in_specs=(P(), P(DATA_AXIS), *[P()] * extra),
+            out_specs=(P(), P()) if train else P(),
         )
         return jax.jit(mapped, donate_argnums=donate_argnums), functools.partial(
             shard_batch, mesh=mesh
@@ -140,12 +145,38 @@ def _compile(
     fn = jax.pmap(
         functools.partial(body, axis=DATA_AXIS),
         axis_name=DATA_AXIS,
-        in_axes=(None, 0),
-        out_axes=(None, None) if out_state else None,
+        in_axes=(None, 0, *[None] * extra),
+        out_axes=(None, None) if train else None,
         donate_argnums=donate_argnums,
         devices=list(mesh.devices.flat),
     )
     return fn, functools.partial(pmap_batch, mesh=mesh)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompiledStep:
+    """A compiled train or eval step: `step(state, batch, *extra)`.
+
+    `place(batch)` lays a host batch out on the devices for `compiled`; `placed(state,
+    placed_batch, *extra)` calls it. Apart, they let an input pipeline place the next batch
+    while the current step runs (`cnnjax.data.prefetch`). `defaults` fill trailing `extra`
+    arguments not given (the train step's `halted`). `lower` gives the lowered computation
+    (cost analysis) for a host batch.
+    """
+
+    compiled: Callable[..., Any]
+    place: Callable[[Mapping[str, Any]], Any]
+    defaults: tuple[Any, ...] = ()
+
+    def placed(self, state: TrainState, batch: Any, *extra: Any) -> Any:
+        return self.compiled(state, batch, *extra, *self.defaults[len(extra):])
+
+    def __call__(self, state: TrainState, batch: Mapping[str, Any], *extra: Any) -> Any:
+        return self.placed(state, self.place(batch), *extra)
+
+    def lower(self, state: TrainState, batch: Mapping[str, Any], *extra: Any) -> Any:
+        return self.compiled.lower(state, self.place(batch), *extra,
+                                   *self.defaults[len(extra):])
 
 
 def make_train_step(
@@ -158,8 +189,14 @@ def make_train_step(
     precision: str = "float32",
     donate: bool = True,
     freeze_batch_stats: tuple[str, ...] = (),
-) -> TrainStep:
-    """`train_step(state, batch) -> (state, metrics)`, compiled for `strategy` on `mesh`.
+) -> CompiledStep:
+    """`train_step(state, batch[, halted]) -> (state, metrics)`, compiled for `strategy` on
+    `mesh` (a `CompiledStep`).
+
+    `halted`: a replicated float32 scalar, by default 0; when it is not 0 the step changes
+    nothing and reports `nonfinite = (1, 1)`. The training loop passes the previous step's
+    `metrics["nonfinite"][0]`, so a run freezes at its first non-finite step while the host
+    only looks at the flags when it logs (`cnnjax.train.step_bodies.train_body`).
 
     `freeze_batch_stats`: patterns of model-state paths the step leaves unchanged
     (`cnnjax.train.step_bodies.keep_frozen_stats`).
@@ -181,13 +218,9 @@ def make_train_step(
         vary=strategy == "shard_map",
         freeze_batch_stats=tuple(freeze_batch_stats),
     )
-    fn, place = _compile(body, strategy, mesh, out_state=True, donate=donate)
-
-    def train_step(state: TrainState, batch: Mapping[str, Any]) -> tuple[TrainState, Metrics]:
-        return fn(state, place(batch))
-
-    train_step.lower = lambda state, batch: fn.lower(state, place(batch))
-    return train_step
+    fn, place = _compile(body, strategy, mesh, train=True, donate=donate)
+    not_halted = jax.device_put(np.zeros((), np.float32), replicated_sharding(mesh))
+    return CompiledStep(fn, place, defaults=(not_halted,))
 
 
 def make_eval_step(
@@ -197,7 +230,7 @@ def make_eval_step(
     strategy: str = "jit",
     mesh: Mesh | None = None,
     precision: str = "float32",
-) -> EvalStep:
+) -> CompiledStep:
     """`eval_step(state, batch) -> metrics` (model in eval mode; the state is not changed).
 
     Rows with `batch["valid"] == 0` (padding of the last batch) count nowhere, so
@@ -211,10 +244,5 @@ def make_eval_step(
         task=task,
         compute_dtype=PRECISIONS[precision],
     )
-    fn, place = _compile(body, strategy, mesh, out_state=False, donate=False)
-
-    def eval_step(state: TrainState, batch: Mapping[str, Any]) -> Metrics:
-        return fn(state, place(batch))
-
-    eval_step.lower = lambda state, batch: fn.lower(state, place(batch))
-    return eval_step
+    fn, place = _compile(body, strategy, mesh, train=False, donate=False)
+    return CompiledStep(fn, place)

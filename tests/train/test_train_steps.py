@@ -181,6 +181,27 @@ def test_nan_guard_keeps_the_last_good_state(strategy, bn_setup, bn_steps, meshe
     assert train.is_finite(m) and int(state.step) == 2
 
 
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_halted_step_changes_nothing_and_passes_the_halt_on(strategy, bn_setup, bn_steps,
+                                                              meshes):
+    """`halted` (an earlier step's non-finite flag, as the loop chains it) freezes the state
+    even on a finite batch; a zero flag trains as without one."""
+    train_step, _ = bn_steps[strategy, 8]
+    state = train.replicate(bn_setup[3], meshes[8])
+    state, m = train_step(state, random_batch(1))
+    good = host(state)
+    bad = random_batch(2)
+    bad["image"][0, 0, 0, 0] = np.inf
+    state, m = train_step(state, bad, m["nonfinite"][0])  # finite flag in: a normal step
+    assert not train.is_finite(m) and max_abs_diff(host(state), good) == 0.0
+    for seed in (3, 4):  # finite batches after it: still frozen, still flagged
+        state, m = train_step(state, random_batch(seed), m["nonfinite"][0])
+        assert not train.is_finite(m)
+        assert max_abs_diff(host(state), good) == 0.0
+    state, m = train_step(state, random_batch(3), np.float32(0))
+    assert train.is_finite(m) and int(state.step) == 2
+
+
 # --------------------------------------------------------------------------- padding in training
 
 
