@@ -24,12 +24,14 @@ many times in one process (tests) and both scripts can be imported together.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import flax.errors
 import jax
@@ -256,6 +258,11 @@ def _print_written(paths: Sequence[Path]) -> None:
         print(f"wrote {p}")
 
 
+def _plot_final(c: Components, workdir: Path, split: str | None, state: Any) -> None:
+    """The plots of a completed training run, from its final state in memory."""
+    _print_written(write_plots(c, state, workdir, split))
+
+
 def _run_mode(fv: flags.FlagValues, task: str, script: str) -> int:
     workdir = Path(fv.workdir)
     config = run_config(fv)  # fail fast, before any data or device work
@@ -268,12 +275,11 @@ def _run_mode(fv: flags.FlagValues, task: str, script: str) -> int:
     which = "latest" if fv.mode == "train" else which_checkpoint(fv.checkpoint)
     c = build(config)
     if fv.mode == "train":
-        summary = train(c, workdir)
+        plot_split = config.test_split or config.eval_split
+        summary = train(c, workdir, on_completed=functools.partial(
+            _plot_final, c, workdir, plot_split) if fv.plots else None)
         if summary["status"] == "preempted":
             return 128 + int(summary.get("signal") or signal.SIGTERM)
-        if fv.plots:
-            state, _, _ = restore(c, workdir, "latest")
-            _print_written(write_plots(c, state, workdir, config.test_split or config.eval_split))
         return 0
     try:
         if fv.mode == "eval":

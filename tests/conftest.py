@@ -20,6 +20,16 @@ def shared_data_dir() -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _eight_cpu_devices():
+    """Start JAX's CPU backend before any test runs, with the 8 devices set above: a test that
+    changes `XLA_FLAGS` for its subprocesses (the sweep tests do) must not decide the device
+    count of every later test in the same process by being the first to touch a device."""
+    import jax
+
+    assert len(jax.devices()) == 8, jax.devices()
+
+
 @pytest.fixture
 def data_dir() -> Path:
     """Directory of the real data sets; skips the test cleanly when it is absent."""

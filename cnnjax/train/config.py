@@ -40,6 +40,12 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
     task.ignore_label, task.dice_smooth
     augment                `cnnjax.data.augment` spec string, e.g. "random_crop(padding=4)|hflip"
     data.worker_count, data.read_threads, data.prefetch_buffer_size, data.normalize
+    data.prefetch_batches  training batches prepared and placed on the devices ahead of the
+                           step by a background thread (2; batches do not depend on it)
+    compilation_cache      keep compiled steps in JAX's persistent cache (True; the folder is
+                           $CNNJAX_CACHE_DIR/xla or ~/.cache/cnnjax/xla, see
+                           `cnnjax.train.compile_cache`); $CNNJAX_COMPILATION_CACHE=0 also turns
+                           it off
     async_checkpointing    write checkpoints in a background thread (True)
     fresh_start            False (default): a workdir that holds an earlier run's history
                            (metrics rows, checkpoints, corrupt checkpoints) but no usable
@@ -147,6 +153,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.best_metric = config_dict.placeholder(str)
     c.best_mode = config_dict.placeholder(str)
     c.async_checkpointing = True
+    c.compilation_cache = True
     c.fresh_start = False
 
     c.parallel = ml_collections.ConfigDict()
@@ -166,6 +173,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.worker_count = 0
     c.data.read_threads = 0
     c.data.prefetch_buffer_size = 4
+    c.data.prefetch_batches = 2
     c.data.normalize = True
 
     c.init_from = config_dict.placeholder(str)
@@ -282,6 +290,7 @@ def _check_numbers(config: ml_collections.ConfigDict) -> None:
     _int(config, "data.worker_count", minimum=0)
     _int(config, "data.read_threads", minimum=0)
     _int(config, "data.prefetch_buffer_size", minimum=0)
+    _int(config, "data.prefetch_batches", minimum=1)
     _int(config, "parallel.num_devices", minimum=1, allow_none=True)
 
 

@@ -12,12 +12,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 
 from cnnjax.checkpoint import CheckpointManager
+from cnnjax.data.prefetch import Prefetch
 from cnnjax.train.components import Components, build, make_batches
 from cnnjax.train.config import prepare_config
+from cnnjax.train.dispatch import InFlight
 from cnnjax.train.metrics import merge_metrics
 from cnnjax.train.reporting import Progress
 from cnnjax.train.state import TrainState
@@ -39,15 +42,26 @@ def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
 def run_eval(
     c: Components, state: TrainState, split: str, *, progress_stream: Any = None
 ) -> dict[str, float]:
-    """Metrics of `state` on one full pass over `split` (exact: padding rows do not count)."""
-    batches = make_batches(c.config, split, train=False)
+    """Metrics of `state` on one full pass over `split` (exact: padding rows do not count).
+
+    Batches are prepared ahead by a thread and the steps dispatched without waiting for
+    their results; the per-batch sums are fetched once at the end and added in float64."""
+    iterator = make_batches(c.config, split, train=False)
+    num_batches = len(iterator)
+    batches = Prefetch(iterator, place=c.eval_step.place, size=c.config.data.prefetch_batches)
+    outputs, in_flight = [], InFlight(c.config.data.prefetch_batches)
+    try:
+        with Progress(num_batches, desc=f"eval {split}", stream=progress_stream,
+                      leave=False) as bar:
+            for i, (batch, _) in enumerate(batches):
+                outputs.append(c.eval_step.placed(state, batch))  # dispatched, not fetched
+                in_flight.add(outputs[-1]["loss"][1])
+                bar.advance(i + 1)
+    finally:
+        batches.close()
     total = None
-    with Progress(len(batches), desc=f"eval {split}", stream=progress_stream,
-                  leave=False) as bar:
-        for i, batch in enumerate(batches):
-            total = merge_metrics(total, c.eval_step(state, batch))
-            bar.advance(i + 1)
-    batches.close()
+    for metrics in jax.device_get(outputs):  # one transfer; summed in float64 on the host
+        total = merge_metrics(total, metrics)
     if total is None:
         raise ValueError(f"split {split!r} of {c.config.dataset!r} is empty")
     return scalars(c.task.finalize(total))

@@ -17,11 +17,16 @@ saved in the checkpoint (`loop` item) so the next log line is the same too.
 Preemption: SIGTERM or SIGINT (Ctrl-C) sets a flag; after the current step the loop saves a
 checkpoint at that step, waits for it to be written and returns `{"status": "preempted",
 "signal": signum, ...}` (the experiment scripts then exit with `128 + signum`: 143, 130).
-NaN/Inf guard: the train step keeps the last good state on a non-finite loss or gradient; the
-loop checks every step before counting it, checkpoints the last good state (data iterator
-positioned before the offending batch) and raises `NonFiniteError` naming the step. A state
-that is itself non-finite (an update that overflowed) is never saved: the run stops with
-`NonFiniteError` and the last good checkpoint stays the latest.
+No host-device sync between those events: each step is dispatched while the one before it
+runs, its batch prepared and placed on the devices ahead by a background thread
+(`cnnjax.data.prefetch`), and its metrics kept on the devices until the next train log line.
+NaN/Inf guard, decided on the devices: a step with a non-finite loss or gradient keeps the
+last good state, and so does every step after it (each step gets the previous one's
+`nonfinite` flag as `halted`); at the next log, validation, checkpoint or preemption the loop
+reads the last flag and, if set, checkpoints the frozen last good state (data iterator
+positioned before the first offending batch) and raises `NonFiniteError` naming that step.
+A state that is itself non-finite (an update that overflowed) is never saved: the run stops
+with `NonFiniteError` and the last good checkpoint stays the latest.
 Safety: one run per workdir (`cnnjax.checkpoint.acquire`, process 0); a workdir with history
 but no usable checkpoint is refused unless `config.fresh_start` (then the history is moved to
 `previous_runs/<time>/`); `config.json` is written only once the restore (or fresh start)
@@ -35,7 +40,7 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,12 +54,13 @@ from cnnjax.checkpoint import (
     to_json,
     write_run_metadata,
 )
+from cnnjax.data.prefetch import Prefetch
 from cnnjax.train.components import Components, build, make_batches
 from cnnjax.train.config import prepare_config
 from cnnjax.train.determinism import configure_determinism
 from cnnjax.train.evaluation import check_best_metric, checkpoints
-from cnnjax.train.metrics import is_finite
-from cnnjax.train.run import Batches, Run
+from cnnjax.train.run import Run
+from cnnjax.train.state import TrainState
 
 __all__ = ["SUMMARY_FILE", "itstime", "train", "train_and_evaluate"]
 
@@ -132,58 +138,61 @@ def train_and_evaluate(
     return train(build(config), workdir, progress_stream=progress_stream)
 
 
-def train(c: Components, workdir: str | Path, *, progress_stream: Any = None
-          ) -> dict[str, Any]:
+def train(c: Components, workdir: str | Path, *, progress_stream: Any = None,
+          on_completed: Callable[[TrainState], Any] | None = None) -> dict[str, Any]:
     """`train_and_evaluate` for already built components (entry points that built them).
 
-    Raises `WorkdirLockedError` when another run holds the workdir, `NoUsableCheckpointError`
-    when it holds history but no usable checkpoint (and not `config.fresh_start`)."""
+    `on_completed(state)`: called with the final state of a completed run (after the final
+    evaluation, while its last checkpoint is written in the background), e.g. to draw plots
+    without restoring the checkpoint. Raises `WorkdirLockedError` when another run holds
+    the workdir, `NoUsableCheckpointError` when it holds history but no usable checkpoint
+    (and not `config.fresh_start`)."""
     determinism = configure_determinism()
     workdir = ensure_writable(workdir)
     meta = run_metadata(c.config, extra={"determinism": determinism, "workdir": str(workdir),
                                          "total_steps": c.total_steps})
     with acquire(workdir), _Preemption() as preemption:
-        batches = Batches(make_batches(c.config, c.config.train_split, train=True,
-                                       source=c.train_source))
+        batches = Prefetch(make_batches(c.config, c.config.train_split, train=True,
+                                        source=c.train_source),
+                           place=c.train_step.place, size=c.config.data.prefetch_batches)
         try:
             with checkpoints(c, workdir, keep=c.config.keep_checkpoints,
                              keep_best=c.config.keep_best,
                              async_save=c.config.async_checkpointing) as ckpt:
                 run = Run(c, workdir, meta, ckpt, batches, progress_stream)
                 try:
-                    summary = _loop(run, preemption)
+                    summary = _loop(run, preemption, on_completed)
                 finally:
                     run.close()
         finally:
-            batches.iterator.close()
-    summary["best_step"] = _best_step(c, workdir)
+            batches.close()
     if summary["status"] == "completed" and jax.process_index() == 0:
         (Path(workdir) / SUMMARY_FILE).write_text(json.dumps(to_json(summary), indent=2) + "\n")
     return summary
 
 
-def _loop(run: Run, preemption: _Preemption) -> dict[str, Any]:
+def _loop(run: Run, preemption: _Preemption,
+          on_completed: Callable[[TrainState], Any] | None) -> dict[str, Any]:
     """Resume, check the best metric, then the `for step` loop and the final evaluation."""
     c, every, total = run.c, Intervals.of(run.c), run.c.total_steps
-    state = run.resume()
+    state, start = run.resume()
     check_best_metric(c, state)
     if jax.process_index() == 0:
         write_run_metadata(run.workdir, run.meta)  # only now: the restore succeeded
-    start = step = int(jax.device_get(state.step))
+    step = start
     status = "completed"
     for step in range(start + 1, total + 1):
-        batch, data_before = next(run.batches)
-        state, metrics = c.train_step(state, batch)
-        if not is_finite(metrics):  # `state` is still the one of step - 1
-            run.stop_non_finite(step, state, data_before)
-        run.count(step, metrics)
-        if itstime(step, every.log, total):
+        state = run.train_step(step, state)  # dispatched; nothing is fetched
+        log = itstime(step, every.log, total)
+        validate = bool(c.config.eval_split) and itstime(step, every.eval, total)
+        checkpoint = itstime(step, every.checkpoint, total)
+        if log or validate or checkpoint or preemption.requested:
+            run.check_finite(state)  # the one sync point: raises on a non-finite step
+        if log:
             run.log_train(step)
         if step == total:
             break  # the final evaluation and checkpoint follow the loop
-        validate = bool(c.config.eval_split) and itstime(step, every.eval, total)
-        run.periodic(step, state, validate=validate,
-                     checkpoint=itstime(step, every.checkpoint, total))
+        run.periodic(step, state, validate=validate, checkpoint=checkpoint)
         if preemption.requested:
             run.preempted(step, state, preemption.signum)
             status = "preempted"
@@ -191,13 +200,11 @@ def _loop(run: Run, preemption: _Preemption) -> dict[str, Any]:
     summary: dict[str, Any] = {"workdir": str(run.workdir), "total_steps": total}
     if status == "completed":
         summary.update(run.finish(state, step, logged=step > start))
+        if on_completed is not None:
+            on_completed(state)  # while the last checkpoint is written
     else:
         summary["signal"] = preemption.signum
     run.ckpt.wait()
-    summary.update(status=status, step=step, best_metric=c.best_metric)
+    summary.update(status=status, step=step, best_metric=c.best_metric,
+                   best_step=run.ckpt.best_step())
     return summary
-
-
-def _best_step(c: Components, workdir: Path) -> int | None:
-    with checkpoints(c, workdir, read_only=True) as m:
-        return m.best_step()

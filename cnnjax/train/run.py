@@ -1,15 +1,21 @@
 """What one training run keeps between steps, and writes: `Run`.
 
-`Run` owns the run's checkpoint manager, its training batches (`Batches`, which hand out each
-batch with the iterator state before it), the metrics file, the progress display and the
-train metrics not yet logged; the loop in `cnnjax.train.loop` calls it at each event.
+`Run` owns the run's checkpoint manager, its training batches (a `Prefetch`, which hands
+out each batch placed on the devices with the iterator state before it), the metrics file,
+the progress display and the train metrics not yet logged; the loop in `cnnjax.train.loop`
+calls it at each event.
+
+Nothing here waits for the devices between two checks: `train_step` dispatches a step and
+keeps its metrics (device arrays) and data position; `check_finite` (at log, validation,
+checkpoint, preemption and the end) fetches one flag and, only when a step was non-finite,
+finds the first one, saves the state before it and raises.
 """
 
 from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,37 +30,28 @@ from cnnjax.checkpoint import (
     to_json,
     workdir_history,
 )
+from cnnjax.data.prefetch import Prefetch
 from cnnjax.train.components import Components
+from cnnjax.train.dispatch import InFlight
 from cnnjax.train.evaluation import run_eval
 from cnnjax.train.init_from import initialise
 from cnnjax.train.metrics import NonFiniteError, merge_metrics
-from cnnjax.train.reporting import MetricsWriter, Progress, format_metrics, warn_config_changes
+from cnnjax.train.reporting import (
+    MetricsWriter,
+    Progress,
+    format_metrics,
+    process_age_s,
+    warn_config_changes,
+)
 from cnnjax.train.state import TrainState
 from cnnjax.train.workdir_history import PREVIOUS_RUNS, move_history_aside
 
-__all__ = ["Batches", "Run"]
-
-
-class Batches(Iterator[tuple[Any, Any]]):
-    """A resumable batch iterator handing out `(batch, state_before)`: the iterator state to
-    restore to see `batch` again (what a checkpoint of the step before it holds)."""
-
-    def __init__(self, iterator: Any) -> None:
-        self.iterator = iterator
-
-    def __next__(self) -> tuple[Any, Any]:
-        before = self.iterator.get_state()
-        return next(self.iterator), before
-
-    def state(self) -> Any:
-        """The iterator state after the batches handed out so far."""
-        return self.iterator.get_state()
+__all__ = ["Run"]
 
 
 def _host_pairs(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Step metric pairs fetched to the host as JSON-safe values (saved in checkpoints)."""
-    host = jax.device_get(dict(metrics))
-    return to_json({k: [np.asarray(s), np.asarray(c)] for k, (s, c) in host.items()})
+    """Step metric pairs (already on the host) as JSON-safe values (saved in checkpoints)."""
+    return to_json({k: [np.asarray(s), np.asarray(c)] for k, (s, c) in metrics.items()})
 
 
 def _from_host_pairs(saved: Mapping[str, Any]) -> dict[str, Any]:
@@ -65,22 +62,26 @@ class Run:
     """The checkpoints, batches, metrics file, progress and pending train metrics of a run."""
 
     def __init__(self, c: Components, workdir: Path, meta: Mapping[str, Any],
-                 ckpt: CheckpointManager, batches: Batches, progress_stream: Any = None
+                 ckpt: CheckpointManager, batches: Prefetch, progress_stream: Any = None
                  ) -> None:
         cfg = c.config
         self.c, self.workdir, self.progress_stream = c, workdir, progress_stream
         self.meta, self.ckpt, self.batches = meta, ckpt, batches
         self.ckpt_meta = {"config": cfg.to_dict(), "run": {k: meta[k] for k in (
             "git", "versions", "seed", "command_line")}}
-        self.pending: list[Any] = []
+        self.pending: list[Any] = []  # metrics of the steps since the last train log line
+        self.unchecked: list[tuple[int, Any]] = []  # (step, data state before it) since check
+        self.halted: tuple[Any, ...] = ()  # the last step's non-finite flag, fed to the next
+        self.in_flight = InFlight(cfg.data.prefetch_batches)
+        self.first_step_done = False
         self.writer: MetricsWriter | None = None
         self.progress: Progress | None = None
         self.images = 0
         self.window_start = time.perf_counter()
 
-    def resume(self) -> TrainState:
-        """The latest good checkpoint's state (data iterator and pending metrics restored
-        too), or a fresh state; opens the metrics file cut back to that step."""
+    def resume(self) -> tuple[TrainState, int]:
+        """(state, step) of the latest good checkpoint (data iterator and pending metrics
+        restored too), or of a fresh start; opens the metrics file cut back to that step."""
         state = self.c.init_state()
         try:
             restored = self.ckpt.restore(state, "latest")
@@ -102,7 +103,7 @@ class Run:
                     "resume with the number of processes that saved it (this run has "
                     f"{jax.process_count()})"
                 )
-            self.batches.iterator.set_state(restored.data)
+            self.batches.set_state(restored.data)
             loop = restored.loop or {}
             self.pending = [_from_host_pairs(p) for p in loop.get("pending", [])]
         start = int(jax.device_get(state.step))
@@ -119,7 +120,7 @@ class Run:
                 + (f" (skipped corrupt: {len(restored.skipped)})" if restored.skipped else "")
             )
         self.window_start = time.perf_counter()
-        return state
+        return state, start
 
     def _start_over(self, reason: str) -> str | None:
         """Nothing to resume from: refuse if the workdir has history, unless
@@ -139,7 +140,7 @@ class Run:
         """Checkpoint `state` as step `step`, with the data iterator state (default: after
         the batches handed out) and the pending train metrics."""
         data_state = self.batches.state() if data_state is None else data_state
-        loop_state = {"pending": [_host_pairs(p) for p in self.pending]}
+        loop_state = {"pending": [_host_pairs(p) for p in jax.device_get(self.pending)]}
         try:
             self.ckpt.save(step, state, data=data_state, loop=loop_state, meta=self.ckpt_meta,
                            metrics=metrics)
@@ -152,8 +153,57 @@ class Run:
                 "(optimizer.grad_clip_norm) and run again: it resumes from there."
             ) from e
 
-    def stop_non_finite(self, step: int, state: TrainState, data_before: Any) -> None:
+    def train_step(self, step: int, state: TrainState) -> TrainState:
+        """Dispatch step `step` on the next batch; keep its metrics and data position.
+
+        Returns at once (no value is fetched): the step runs while the host prepares the
+        next one. A non-finite step freezes the state (see `cnnjax.train.steps`) until
+        `check_finite` looks."""
+        batch, data_before = next(self.batches)
+        state, metrics = self.c.train_step.placed(state, batch, *self.halted)
+        self.halted = (metrics["nonfinite"][0],)
+        self.in_flight.add(self.halted[0])
+        self.pending.append(metrics)
+        self.unchecked.append((step, data_before))
+        self.images += int(self.c.config.batch_size)
+        self.progress.advance(step)
+        if not self.first_step_done:
+            self._report_first_step(step)
+        return state
+
+    def _report_first_step(self, step: int) -> None:
+        """Say when this process's first step finished (it waits for it, once): the time a
+        user waits for training to start (imports, data, restore, compilation)."""
+        jax.block_until_ready(self.halted)
+        self.first_step_done = True
+        age = process_age_s()
+        self.progress.write(f"step {step} done {age:.1f} s after the command started "
+                            "(imports, data, compilation)" if age is not None else
+                            f"step {step} done")
+        self.window_start = time.perf_counter()  # images/s leave out compilation
+        self.images = 0
+
+    def check_finite(self, state: TrainState) -> None:
+        """Raise `NonFiniteError` (after checkpointing the last good state) if a step since
+        the last check was non-finite. Fetches one flag; the flags of every unchecked step
+        only when that one is set (non-finite steps halt the ones after them)."""
+        if not self.unchecked:
+            return
+        if float(jax.device_get(self.halted[0])) == 0.0:
+            self.unchecked = []
+            return
+        window = len(self.unchecked)
+        flags = jax.device_get([m["nonfinite"][0] for m in self.pending[-window:]])
+        first = next(i for i, f in enumerate(flags) if float(f) != 0.0)
+        step, data_before = self.unchecked[first]
+        del self.pending[len(self.pending) - window + first:]
+        self._stop_non_finite(step, state, data_before)
+
+    def _stop_non_finite(self, step: int, state: TrainState, data_before: Any) -> None:
         """Checkpoint the last good state (step - 1, before `step`'s batch) and raise."""
+        good = int(jax.device_get(state.step))
+        if good != step - 1:
+            raise AssertionError(f"halted state is at step {good}, expected {step - 1}")
         self.save(step - 1, state, data_state=data_before)
         self.ckpt.wait()
         raise NonFiniteError(
@@ -163,16 +213,10 @@ class Run:
             "(optimizer.grad_clip_norm) or check the data."
         )
 
-    def count(self, step: int, metrics: Any) -> None:
-        """Keep a finite step's metrics for the next train log line."""
-        self.pending.append(metrics)
-        self.images += int(self.c.config.batch_size)
-        self.progress.advance(step)
-
     def log_train(self, step: int) -> None:
         """One `train` row from the pending metrics, learning rate and images per second."""
         total = None
-        for metrics in self.pending:
+        for metrics in jax.device_get(self.pending):  # one transfer for the whole window
             total = merge_metrics(total, metrics)
         total = {k: v for k, v in total.items() if k != "nonfinite"}
         row = dict(self.c.task.finalize(total))

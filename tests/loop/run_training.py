@@ -9,6 +9,7 @@
 - `--sigkill-at-step S`: SIGKILL itself right after the train metrics of step S are logged
   (so metrics.jsonl holds lines beyond the last checkpoint);
 - `--sigterm-at-step S`: send itself SIGTERM at step S (preemption);
+- `--nan-at-step S`: the images of step S (and of the halted steps after it) are NaN;
 - `--evaluate WHICH [--split SPLIT]`: run `evaluation.evaluate` instead of training;
 - prints the summary as JSON on the last line.
 """
@@ -16,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -33,6 +35,7 @@ def main() -> None:
     parser.add_argument("--sigkill-after-checkpoint", type=int)
     parser.add_argument("--sigkill-at-step", type=int)
     parser.add_argument("--sigterm-at-step", type=int)
+    parser.add_argument("--nan-at-step", type=int)
     parser.add_argument("--evaluate", help="evaluate checkpoint 'best', 'latest' or a step")
     parser.add_argument("--split", default="test")
     args = parser.parse_args()
@@ -48,17 +51,19 @@ def main() -> None:
 
     def recording_build(config):
         c = build(config)
-        step_fn = c.train_step
+        compiled = c.train_step.compiled
 
-        def train_step(state, batch):
+        def recording(state, batch, *extra):  # the batch as the loop placed it
             digest = hashlib.sha256()
             for key in sorted(batch):
                 digest.update(np.ascontiguousarray(np.asarray(batch[key])).tobytes())
             with batches_log.open("a") as f:
                 f.write(f"{int(state.step)} {digest.hexdigest()[:16]}\n")
-            return step_fn(state, batch)
+            if args.nan_at_step is not None and int(state.step) == args.nan_at_step - 1:
+                batch = {**batch, "image": batch["image"] * np.float32(np.nan)}
+            return compiled(state, batch, *extra)
 
-        c.train_step = train_step
+        c.train_step = dataclasses.replace(c.train_step, compiled=recording)
         return c
 
     loop.build = recording_build

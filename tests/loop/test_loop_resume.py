@@ -138,3 +138,27 @@ def test_corrupt_latest_checkpoint_falls_back_and_still_matches(reference_run, t
     assert metric_rows(workdir) == metric_rows(ref_dir)
     assert_same_state(final_checkpoint(workdir)["state"], final_checkpoint(ref_dir)["state"])
     assert [p.name[:3] for p in (workdir / "corrupt_checkpoints").iterdir()] == ["12-"]
+
+
+def test_nan_mid_window_saves_the_state_before_it_and_resumes_exactly(reference_run, tmp_path):
+    """A non-finite step between two checks (step 5; checks at 4 and 6) is found at the next
+    check: the error names step 5, checkpoint 4 is the state after step 4 with the data
+    positioned before batch 5, and the same command (the data fixed) ends as the
+    uninterrupted run, bitwise."""
+    ref_dir, ref_summary = reference_run
+    workdir = tmp_path / "run"
+    proc = run_driver(workdir, tiny_config(), "--nan-at-step", "5")
+    assert proc.returncode != 0
+    assert "non-finite loss or gradients at step 5 " in proc.stderr, proc.stderr[-3000:]
+    assert "last good state (step 4) is saved" in proc.stderr
+    assert max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == 4
+    assert max(r["step"] for r in read_metrics(workdir)) == 4  # nothing logged past step 4
+
+    proc = run_driver(workdir, tiny_config())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from checkpoint step 4 " in proc.stdout
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["val"] == ref_summary["val"] and summary["test"] == ref_summary["test"]
+    assert metric_rows(workdir) == metric_rows(ref_dir)
+    assert batches_seen(workdir) == batches_seen(ref_dir)
+    assert_same_state(final_checkpoint(workdir)["state"], final_checkpoint(ref_dir)["state"])

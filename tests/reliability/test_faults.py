@@ -110,7 +110,7 @@ def test_sigint_is_a_preemption_not_a_traceback():
 
 
 def test_preempted_run_exits_128_plus_signal(monkeypatch, tmp_path, capfd):
-    monkeypatch.setattr(common, "train", lambda c, w: {"status": "preempted",
+    monkeypatch.setattr(common, "train", lambda c, w, **kw: {"status": "preempted",
                                                        "signal": signal.SIGTERM})
     code, _, _ = cli(capfd, f"--workdir={tmp_path / 'w'}", f"--config={TINY}")
     assert code == 143
