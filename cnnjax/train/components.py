@@ -18,6 +18,7 @@ import ml_collections
 
 from cnnjax import data as data_lib
 from cnnjax import models
+from cnnjax.train.compile_cache import enable_compilation_cache
 from cnnjax.train.optim import make_optimizer, make_schedule
 from cnnjax.train.parallel import make_mesh
 from cnnjax.train.state import TrainState, create_train_state
@@ -124,7 +125,11 @@ def _optimizer_config(config: ml_collections.ConfigDict, updates: int
 
 
 def build(config: ml_collections.ConfigDict) -> Components:
-    """Data source, model, task, optimizer, mesh and steps of a resolved, validated `config`."""
+    """Data source, model, task, optimizer, mesh and steps of a resolved, validated `config`.
+
+    Also turns on JAX's persistent compilation cache unless `config.compilation_cache` is
+    False (`cnnjax.train.compile_cache`): every entry point builds before it compiles."""
+    enable_compilation_cache(bool(config.compilation_cache))
     mesh = make_mesh(config.parallel.num_devices)
     train_source = data_lib.get_source(
         config.dataset, config.train_split, config.data_dir, **dict(config.dataset_options)

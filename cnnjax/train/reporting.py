@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Self, TextIO
 
 import jax
-from tensorboardX import SummaryWriter
 from tqdm.auto import tqdm
 
 __all__ = [
@@ -104,6 +103,24 @@ class _ClosedOnExit:
         self.close()
 
 
+def _summary_writer(logdir: str, purge_step: int | None) -> Any:
+    """tensorboardX's `SummaryWriter`, imported on first use without PyTorch.
+
+    tensorboardX imports PyTorch when it is installed (about 1 s) only to accept torch
+    tensors, which cnnjax never passes (it writes Python floats); unless something already
+    imported torch, it is hidden for that one import (`import torch` raises ImportError there,
+    which tensorboardX handles), so a run does not pay for it."""
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide and sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
+    return SummaryWriter(logdir, purge_step=purge_step)
+
+
 class MetricsWriter(_ClosedOnExit):
     """Append-only metrics log (`metrics.jsonl` + TensorBoard) for one workdir.
 
@@ -125,7 +142,7 @@ class MetricsWriter(_ClosedOnExit):
             return
         truncate_metrics_file(self.path, resume_step)
         self._file = self.path.open("a")
-        self._tb = SummaryWriter(
+        self._tb = _summary_writer(
             str(Path(workdir) / "tensorboard"),
             purge_step=None if resume_step is None else resume_step + 1,
         )
@@ -178,6 +195,19 @@ def format_metrics(metrics: Mapping[str, Any], *, digits: int = 4) -> str:
         else:
             parts.append(f"{name}={value:.{digits}g}")
     return " ".join(parts)
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux `/proc`; None elsewhere): what a user waits
+    from typing the command, imports included."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _format_seconds(seconds: float) -> str:
