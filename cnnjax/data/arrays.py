@@ -97,6 +97,17 @@ class ArraySource:
             record["mask"] = self._masks[i]
         return record
 
+    def take(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Records `indices` stacked per key, with one gather per array (what a batch needs;
+        `source[i]` for each index gives the same)."""
+        rows = self._indices[np.asarray(indices, np.int64)]
+        out: dict[str, np.ndarray] = {"image": self._images[rows]}
+        if self._labels is not None:
+            out["label"] = self._labels[rows].astype(np.int64, copy=False)
+        if self._masks is not None:
+            out["mask"] = self._masks[rows]
+        return out
+
     @property
     def labels(self) -> np.ndarray | None:
         """The int labels (M,) of this source's records, or None (no labels)."""

@@ -4,7 +4,8 @@ the order of a stream).
 
 - `ShuffledEpochs`: the training stream, a fresh permutation of the source per epoch.
 - `PaddedSource`: the eval stream, one pass padded to whole batches (`valid` = 0 on padding).
-- `ProcessRows`: process p's rows of every global batch.
+- `LocalBatches`: process p's batches, each read and prepared as a whole (one gather from
+  the source, one normalisation) from the positions of its rows in the stream.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import grain
 import numpy as np
 
-__all__ = ["PaddedSource", "ProcessRows", "ShuffledEpochs"]
+__all__ = ["LocalBatches", "PaddedSource", "ShuffledEpochs"]
 
 
 class _IndexView(grain.MapDataset):
@@ -40,24 +41,6 @@ class _IndexView(grain.MapDataset):
         return f"{type(self).__name__}(length={self._length})"
 
 
-class ProcessRows(_IndexView):
-    """Process p of P sees rows p*b .. (p+1)*b - 1 of every global batch of B = P*b rows:
-    local index i -> global index (i // b) * B + p * b + i % b, for i < `length`."""
-
-    def __init__(
-        self, parent: grain.MapDataset, length: int, global_batch: int, local_batch: int,
-        process_index: int,
-    ) -> None:
-        super().__init__(parent, length)
-        self._global_batch, self._local_batch = global_batch, local_batch
-        self._process_index = process_index
-
-    def _get(self, index: int) -> Any:
-        step, row = divmod(index, self._local_batch)
-        local_start = self._process_index * self._local_batch
-        return self._parent[step * self._global_batch + local_start + row]
-
-
 class PaddedSource(_IndexView):
     """The eval stream: record k with `valid` = 1 for k < len(parent); beyond, up to
     `length` (a multiple of the batch size), copies of record 0 with `valid` = 0."""
@@ -66,6 +49,11 @@ class PaddedSource(_IndexView):
         if index < len(self._parent):
             return {**self._parent[index], "valid": np.float32(True)}
         return {**self._parent[0], "valid": np.float32(False)}
+
+    def locate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(source indices, valid flags) of stream `positions` at once."""
+        valid = positions < len(self._parent)
+        return np.where(valid, positions, 0), valid
 
 
 class ShuffledEpochs(_IndexView):
@@ -99,6 +87,15 @@ class ShuffledEpochs(_IndexView):
         epoch, offset = divmod(index, self._kept)
         return self._parent[int(self.permutation(epoch)[offset])]
 
+    def locate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(source indices, valid flags: all True) of stream `positions` at once."""
+        epochs, offsets = np.divmod(positions, self._kept)
+        indices = np.empty_like(positions)
+        for epoch in np.unique(epochs):  # a batch spans at most two epochs
+            rows = epochs == epoch
+            indices[rows] = self.permutation(int(epoch))[offsets[rows]]
+        return indices, np.ones(positions.shape, bool)
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_cache"], state["_lock"] = {}, None
@@ -107,3 +104,35 @@ class ShuffledEpochs(_IndexView):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+
+class LocalBatches(grain.MapDataset):
+    """Batch s of process p of P: the rows at stream positions s*B + p*b + j (j < b, B = P*b
+    the global batch), made as a whole: the stream locates their records (`locate`) and
+    `prepare(source, indices, positions, valid)` reads and prepares them together (see
+    `cnnjax.data.pipeline`).
+
+    Batch s is element s, so a Grain iterator over it saves the same state as one over the
+    per-row datasets batched with `.batch(b)` (resume states stay valid).
+    """
+
+    def __init__(self, stream: ShuffledEpochs | PaddedSource, source: Any, *, num_batches: int,
+                 global_batch: int, local_batch: int, process_index: int,
+                 prepare: Any) -> None:
+        super().__init__(stream)
+        self._stream, self._source, self._prepare = stream, source, prepare
+        self._num_batches, self._global_batch = num_batches, global_batch
+        self._rows = process_index * local_batch + np.arange(local_batch, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        positions = index * self._global_batch + self._rows
+        indices, valid = self._stream.locate(positions)
+        return self._prepare(self._source, indices, positions, valid)
+
+    def __str__(self) -> str:
+        return f"LocalBatches(num_batches={self._num_batches})"
