@@ -22,12 +22,21 @@ Timing: `--warmup` steps, then `--steps` steps, each blocked on (`block_until_re
 torch's synchronous CPU execution); min / median / max ms per step; compilation excluded
 (jax: `lower(...).compile()` timed separately as `compile_s`; the compiled step is called).
 
+Allocator: every worker, jax or torch, runs with the same glibc malloc settings (`--malloc
+same`, the default: `GLIBC_TUNABLES` set to cnnjax's `host_allocator` settings, one arena,
+no mmap-served chunks, no trim), or every worker with glibc's defaults (`--malloc defaults`:
+cnnjax's own settings turned off too). With glibc's defaults PyTorch page-faults on its
+activations every step, depending on what the script allocated before: comparing cnnjax's
+settings with PyTorch's defaults would measure the allocator, not the step. The lever
+`~host_allocator` gives one column glibc's defaults under `--malloc same`.
+
 Peak memory: jax: `compiled.memory_analysis()` (arguments + outputs - aliased + temporaries,
 XLA's static buffer assignment); torch: peak resident set size of the worker process
 (`resource.getrusage`) minus its size before the model was built (includes allocator caching).
-FLOPs per step: XLA's cost analysis of the compiled step (torch rows use the flax row's
-count of the same model and mode: same arithmetic). MFU: achieved FLOP/s divided by the best
-2048x2048 float32 matmul rate measured (jax and torch) at the start of the same run.
+FLOPs per step: analytic, the same for every column (`benchmarks._flops`: multiply-adds of
+the convolutions and matrix products of the forward pass, x3 for a training step); XLA's
+cost analysis cannot see inside the oneDNN custom calls. MFU: achieved FLOP/s divided by the
+best 2048x2048 float32 matmul rate measured (jax and torch) at the start of the same run.
 """
 
 from __future__ import annotations
@@ -67,7 +76,8 @@ LEVERS_OFF = {
     "pool_reshape": "pooling through lax.reduce_window (no window==stride reshape)",
     "donate": "train step without buffer donation",
     "onednn": "convolutions on XLA (CNNJAX_ONEDNN=0), not the oneDNN kernel",
-    "host_allocator": "glibc's default malloc (CNNJAX_HOST_ALLOCATOR=0; set at import)",
+    "host_allocator": "glibc's default malloc for this column (no GLIBC_TUNABLES, "
+                      "CNNJAX_HOST_ALLOCATOR=0)",
 }
 FLAG_SETS = {
     "ynn": "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce",
@@ -136,7 +146,7 @@ def _jax_stats(compiled: Any) -> dict[str, Any]:
             - mem.alias_size_in_bytes
             + mem.temp_size_in_bytes
         ) / 2**20
-    return {"flops_per_step": float(cost.get("flops", 0.0)) or None, "peak_memory_mb": peak}
+    return {"xla_flops_per_step": float(cost.get("flops", 0.0)) or None, "peak_memory_mb": peak}
 
 
 def parse_impl(impl: str) -> tuple[str, set[str], list[str]]:
@@ -261,9 +271,10 @@ def run_jax(model: str, impl: str, modes: tuple[str, ...], steps: int, warmup: i
         compiled = fn.lower(parts["state"], parts["batch"]).compile()
         compile_s = time.perf_counter() - start
         holder = {"state": parts["state"]}
+        extra = getattr(fn, "defaults", ())  # a cnnjax train step's `halted` input
 
-        def call(compiled=compiled, holder=holder, is_train=is_train) -> None:
-            out = compiled(holder["state"], parts["batch"])
+        def call(compiled=compiled, holder=holder, is_train=is_train, extra=extra) -> None:
+            out = compiled(holder["state"], parts["batch"], *extra)
             if is_train:
                 holder["state"] = out[0]
             jax.block_until_ready(out)
@@ -326,7 +337,6 @@ def run_torch(model: str, impl: str, modes: tuple[str, ...], steps: int, warmup:
                 compile_s=0.0,
                 params=count,
                 peak_memory_mb=peak,
-                flops_per_step=None,
                 torch_threads=torch.get_num_threads(),
             )
         )
@@ -360,22 +370,39 @@ def matmul_peak(n: int = 2048, reps: int = 10) -> dict[str, float]:
 # ------------------------------------------------------------------------------- driver
 
 
-def worker(job: dict[str, Any]) -> list[dict[str, Any]] | dict[str, float]:
+def worker(job: dict[str, Any]) -> Any:
     if job["kind"] == "matmul":
         return matmul_peak()
+    if job["kind"] == "flops":
+        from benchmarks._flops import model_flops
+
+        return {m: model_flops(m, MODELS[m]["shape"], MODELS[m]["classes"]) for m in job["models"]}
     modes = tuple(job["modes"])
     run = run_torch if parse_impl(job["impl"])[0].startswith("torch") else run_jax
     return run(job["model"], job["impl"], modes, job["steps"], job["warmup"])
 
 
-def _spawn(job: dict[str, Any], xla_flags: str | None) -> Any:
-    env = dict(os.environ)
+def malloc_env(mode: str, glibc_defaults: bool = False) -> dict[str, str]:
+    """`os.environ` with the malloc settings of `--malloc` (`glibc_defaults`: this column
+    gets glibc's defaults whatever the mode)."""
+    from cnnjax.host_allocator import GLIBC_TUNABLES
+
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    if mode == "same" and not glibc_defaults:
+        env["GLIBC_TUNABLES"] = GLIBC_TUNABLES
+    else:
+        env["CNNJAX_HOST_ALLOCATOR"] = "0"
+    return env
+
+
+def _spawn(job: dict[str, Any], xla_flags: str | None, malloc: str = "same") -> Any:
+    off, flag_sets = set(), []
+    if job.get("impl"):
+        _, off, flag_sets = parse_impl(job["impl"])
+    env = malloc_env(malloc, glibc_defaults="host_allocator" in off)
     if xla_flags is not None:
         env["XLA_FLAGS"] = xla_flags
     if job.get("impl"):
-        _, off, flag_sets = parse_impl(job["impl"])
-        if "host_allocator" in off:
-            env["CNNJAX_HOST_ALLOCATOR"] = "0"
         extra = [FLAG_SETS[f] for f in flag_sets]
         if extra:
             env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""), *extra]).strip()
@@ -444,6 +471,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument(
         "--xla-flags", default=None, help="XLA_FLAGS for the jax workers (default: inherited)"
     )
+    parser.add_argument("--malloc", choices=("same", "defaults"), default="same",
+                        help="glibc malloc of every column: cnnjax's settings for all "
+                        "(GLIBC_TUNABLES) or glibc's defaults for all")
     parser.add_argument("--json", default=None, help="write the rows to this path")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -465,20 +495,23 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
               "(pip install torch==2.13.0 gives the CPU build)")  # fmt: skip
         impls = [i for i in impls if not i.startswith("torch")]
 
-    peak = _spawn({"kind": "matmul"}, args.xla_flags)
+    peak = _spawn({"kind": "matmul"}, args.xla_flags, args.malloc)
     peak_gflops = max(peak.values())
     print(
         "matmul 2048x2048 f32: "
         + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items())
-        + f"; MFU is relative to {peak_gflops:.0f} GFLOP/s"
+        + f"; MFU is relative to {peak_gflops:.0f} GFLOP/s; malloc: {args.malloc} for every "
+        "column" + (f" (GLIBC_TUNABLES={malloc_env('same')['GLIBC_TUNABLES']})"
+                    if args.malloc == "same" else " (glibc's defaults)")
     )
+    flops = _spawn({"kind": "flops", "models": models}, args.xla_flags, args.malloc)
     pooled: dict[tuple[str, str, str], dict[str, Any]] = {}
     for _ in range(args.rounds):
         for model in models:
             for impl in impls:
                 job = dict(kind="step", model=model, impl=impl, modes=modes)
                 job.update(steps=args.steps, warmup=args.warmup)
-                for r in _spawn(job, args.xla_flags):
+                for r in _spawn(job, args.xla_flags, args.malloc):
                     key = (r["model"], r["impl"], r["mode"])
                     if key in pooled:  # keep the round with the best median (least disturbed)
                         if r["ms_per_step_median"] < pooled[key]["ms_per_step_median"]:
@@ -491,12 +524,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         counts = {r["impl"]: r["params"] for r in rows if r["model"] == model}
         if len(set(counts.values())) > 1:
             raise AssertionError(f"{model}: parameter counts differ across impls: {counts}")
-    flops = {(r["model"], r["mode"]): r["flops_per_step"] for r in rows if r["impl"] == "flax"}
     for r in rows:
-        if r["flops_per_step"] is None:
-            r["flops_per_step"] = flops.get((r["model"], r["mode"]))
-        f = r["flops_per_step"]
-        r["mfu"] = f / (r["ms_per_step_median"] / 1000.0) / (peak_gflops * 1e9) if f else None
+        f = r["flops_per_step"] = flops[r["model"]][r["mode"]]
+        r["mfu"] = f / (r["ms_per_step_median"] / 1000.0) / (peak_gflops * 1e9)
+        r["malloc"] = args.malloc
         r["matmul_peak_gflops"] = peak_gflops
         r["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus"
         r["xla_flags"] = (

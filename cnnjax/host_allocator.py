@@ -32,6 +32,11 @@ from cnnjax.checks import env_switch
 # mallopt parameters (glibc's malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 _SETTINGS = ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1))
+#: The same settings as glibc tunables, for another process (a PyTorch benchmark column) to
+#: get what cnnjax gives itself: `GLIBC_TUNABLES=<this>` in its environment.
+GLIBC_TUNABLES = ":".join(
+    f"glibc.malloc.{name}={value}" for name, (_, value) in zip(
+        ("arena_max", "mmap_max", "trim_threshold"), _SETTINGS, strict=True))
 
 
 def enabled() -> bool:
