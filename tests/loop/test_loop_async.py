@@ -110,3 +110,21 @@ def test_a_per_step_fetch_is_caught(tmp_path, monkeypatch):
     loop.train_and_evaluate(_config(num_train_steps=3), tmp_path / "run")
     assert len(recorder.fetches) == 3
     assert "fetching_step" in recorder.fetches[0]
+
+
+@pytest.mark.parametrize("strategy", ["jit", "shard_map", "pmap"])
+def test_every_strategy_halts_at_the_first_non_finite_step(tmp_path, strategy):
+    """The chained `halted` flag and the prefetched, pre-placed batches work for the three
+    step strategies: a diverging run stops naming its first bad step, with the state before
+    it saved, and nothing logged past it."""
+    from cnnjax.train.metrics import NonFiniteError
+
+    config = _config(parallel={"strategy": strategy}, log_every_steps=3,
+                     optimizer={"name": "sgd", "learning_rate": 1e30})
+    with pytest.raises(NonFiniteError, match=r"at step (\d+) ") as error:
+        loop.train_and_evaluate(config, tmp_path / "run")
+    bad = int(str(error.value).split("at step ")[1].split()[0])
+    steps = [int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()
+             if p.name.isdigit()]
+    assert steps == [bad - 1]
+    assert all(r["step"] < bad for r in read_metrics(tmp_path / "run"))
