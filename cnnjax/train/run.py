@@ -74,6 +74,9 @@ class Run:
         self.halted: tuple[Any, ...] = ()  # the last step's non-finite flag, fed to the next
         self.in_flight = InFlight(cfg.data.prefetch_batches)
         self.first_step_done = False
+        # one compiled program for the logged learning rate (op by op, the schedule's dozen
+        # jnp operations would each compile once at the first log line)
+        self.learning_rate = jax.jit(c.schedule)
         self.writer: MetricsWriter | None = None
         self.progress: Progress | None = None
         self.images = 0
@@ -221,7 +224,7 @@ class Run:
         total = {k: v for k, v in total.items() if k != "nonfinite"}
         row = dict(self.c.task.finalize(total))
         accumulate = int(self.c.config.optimizer.accumulate_steps)
-        row["learning_rate"] = float(self.c.schedule(max(step - 1, 0) // accumulate))
+        row["learning_rate"] = float(self.learning_rate(max(step - 1, 0) // accumulate))
         elapsed = time.perf_counter() - self.window_start
         row["images_per_s"] = self.images / elapsed if elapsed > 0 else float("nan")
         self.writer.write(step, "train", row, epoch=step / self.c.steps_per_epoch)

@@ -137,8 +137,11 @@ def test_two_processes_train_like_one_process_with_the_same_devices(runs):
     params1, _ = final_params(one)
     assert params2.keys() == params1.keys() == init.keys()
     assert any(not np.array_equal(params2[k], init[k]) for k in init), "parameters never moved"
+    # 2 x 4 devices over gloo sum in another order than 1 x 8: float32 rounding, which ReLU's
+    # kink turns into ~3e-6 on a few of the ~100k parameters after 6 steps (seen: 1 of 2304
+    # elements of one kernel), so the bound is 1e-5 absolute, not bitwise
     for k in params1:
-        np.testing.assert_allclose(params2[k], params1[k], rtol=1e-5, atol=1e-6, err_msg=k)
+        np.testing.assert_allclose(params2[k], params1[k], rtol=1e-5, atol=1e-5, err_msg=k)
 
 
 def test_two_process_resume_restores_each_process_data_state(runs):
