@@ -2,7 +2,9 @@
 
 Names: `shapes`, `shapes_seg` (procedural, the defaults), `signals` (procedural 1D),
 `mnist`, `fashion_mnist`, `cifar10`, `isbi2012` (local .npz archives, see `cnnjax.data.local`
-for the splits) and `tfds:<catalog name>` (see `cnnjax.data.tfds_source`).
+for the splits), `image_folder`, `image_folder_seg` (a folder of your own images, `data_dir`
+= the folder; see `cnnjax.data.image_folder`, `cnnjax.data.image_folder_seg`) and
+`tfds:<catalog name>` (see `cnnjax.data.tfds_source`).
 
 A source has `len(source)`, `source[i]` -> dict of NumPy arrays (`image` uint8 (H, W, C) or
 (L, C); `label` int64 scalar or `mask` uint8 (H, W)) and `source.info` (a `DataInfo`).
@@ -21,6 +23,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from cnnjax.data import local, shapes, signals
+from cnnjax.data.image_folder import image_folder_source
+from cnnjax.data.image_folder_seg import image_folder_seg_source
 from cnnjax.data.info import DataInfo, NameList
 from cnnjax.data.subset import SUBSET_OPTIONS, labelled_subset
 from cnnjax.data.tfds_source import TfdsSource
@@ -113,6 +117,10 @@ def _fashion_mnist(split: str, data_dir: Any, **options: Any) -> Source:
 
 register_source("cifar10", info=local.CIFAR10_INFO)(local.cifar10_source)
 register_source("isbi2012", info=local.ISBI2012_INFO)(local.isbi2012_source)
+# Your own images (data_dir = the folder; see their modules). No fixed info: `get_info` opens
+# the train split, whose file scan and statistics are cached.
+register_source("image_folder")(image_folder_source)
+register_source("image_folder_seg")(image_folder_seg_source)
 
 
 def get_source(

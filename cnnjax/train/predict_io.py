@@ -18,6 +18,7 @@ import jax
 import numpy as np
 from PIL import Image
 
+from cnnjax.data.image_files import IMAGE_SUFFIXES
 from cnnjax.train.components import Components
 from cnnjax.train.predict import local_view, predict, preprocess
 from cnnjax.viz.run_plots import PLOT_EXAMPLES, denormalize
@@ -26,7 +27,6 @@ from cnnjax.viz.segmentation import plot_segmentation
 __all__ = ["IMAGE_SUFFIXES", "csv_safe", "fit_image", "load_inputs", "mask_name",
            "write_predictions"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 
 
 def load_inputs(path: Path, key: str | None = None) -> tuple[list[str], list[np.ndarray]]:
