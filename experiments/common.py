@@ -33,15 +33,13 @@ from pathlib import Path
 
 import flax.errors
 import jax
-import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from cnnjax import data
 from cnnjax.checkpoint import to_json
+from cnnjax.export import parse_checkpoint, parse_formats
 from cnnjax.train.components import Components, build
-from cnnjax.train.config import prepare_config
-from cnnjax.train.evaluation import evaluate_checkpoint, load_config, restore
+from cnnjax.train.evaluation import evaluate_checkpoint, restore
 from cnnjax.train.loop import train
 from cnnjax.train.predict_io import write_predictions
 from cnnjax.viz.run_plots import write_plots
@@ -54,6 +52,7 @@ from experiments.cli_errors import (
 )
 from experiments.cli_help import help_text, wants_help
 from experiments.export_mode import FORMAT_HELP, run_export
+from experiments.run_config import check_task, run_config
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODES = ("train", "eval", "predict", "export")
@@ -177,30 +176,6 @@ def _env_int(name: str) -> int | None:
 # --------------------------------------------------------------------------- configs
 
 
-def check_task(config: ml_collections.ConfigDict, task: str, script: str) -> None:
-    """A classification script given a segmentation data set (or back) fails before any work."""
-    name = config.task.name
-    if name is None:
-        name = data.get_info(config.dataset, config.data_dir, **dict(config.dataset_options)).task
-    kinds = {"classification": ("classification", "binary"), "segmentation": ("segmentation",)}
-    if name not in kinds[task]:
-        other = "segment" if task == "classification" else "classify"
-        raise ValueError(
-            f"config.dataset={config.dataset!r} is a {name} task; experiments.{script} runs "
-            f"{task}: use `python -m experiments.{other}`"
-        )
-
-
-def run_config(fv: flags.FlagValues) -> ml_collections.ConfigDict:
-    """The config to run, resolved and validated (once per run): for eval/predict the
-    workdir's own `config.json` unless --config is given explicitly; otherwise the --config
-    file with its overrides."""
-    if fv.mode != "train" and not fv["config"].present:
-        if (Path(fv.workdir) / "config.json").exists():
-            return load_config(fv.workdir)
-    return prepare_config(fv.config)
-
-
 def which_checkpoint(value: str) -> str | int:
     if value in ("best", "latest"):
         return value
@@ -233,10 +208,9 @@ def main(argv: Sequence[str] | None = None, *, task: str, default_config: str) -
         workdir = Path(fv.workdir)
         created = not workdir.exists()
         if fv.mode == "export":
-            return run_export(fv.workdir, fv.checkpoint, fv.format, fv.output,
-                              prog=f"experiments.{script}")
+            return _export(fv, argv, script)
         init_distributed(fv)
-        code = _run_mode(fv, task, script)
+        code = _run_mode(fv, argv, task, script)
     except UsageError as e:
         print(f"experiments.{script}: usage error: {e}", file=sys.stderr)
         code = 2
@@ -256,9 +230,25 @@ def _print_written(paths: Sequence[Path]) -> None:
         print(f"wrote {p}")
 
 
-def _run_mode(fv: flags.FlagValues, task: str, script: str) -> int:
+def _export(fv: flags.FlagValues, argv: Sequence[str], script: str) -> int:
+    """--mode=export: the run's config.json (+ overrides), no data set opened."""
+    try:  # usage errors first, before the workdir is read
+        parse_checkpoint(fv.checkpoint)
+        if fv.format != "auto":
+            parse_formats(fv.format)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    prog = f"experiments.{script}"
+    config = None
+    if (Path(fv.workdir) / "config.json").exists():
+        config = run_config(fv, argv, prog)
+    return run_export(fv.workdir, fv.checkpoint, fv.format, fv.output, prog=prog,
+                      config=config)
+
+
+def _run_mode(fv: flags.FlagValues, argv: Sequence[str], task: str, script: str) -> int:
     workdir = Path(fv.workdir)
-    config = run_config(fv)  # fail fast, before any data or device work
+    config = run_config(fv, argv, f"experiments.{script}")  # before any data or device work
     check_task(config, task, script)
     if fv.mode == "predict" and not fv.input:
         raise UsageError("--mode=predict needs --input (a folder of images, a .npy or a .npz)")
@@ -266,7 +256,8 @@ def _run_mode(fv: flags.FlagValues, task: str, script: str) -> int:
     if fv.mode == "eval" and not split:
         raise UsageError("--split is needed: the config has no test_split nor eval_split")
     which = "latest" if fv.mode == "train" else which_checkpoint(fv.checkpoint)
-    c = build(config)
+    # train opens (and checks) its data; eval opens only its split, predict none at all
+    c = build(config, open_data=fv.mode == "train")
     if fv.mode == "train":
         summary = train(c, workdir)
         if summary["status"] == "preempted":

@@ -28,7 +28,7 @@ from cnnjax.data.image_folder_seg import image_folder_seg_source
 from cnnjax.data.info import DataInfo, NameList
 from cnnjax.data.subset import SUBSET_OPTIONS, labelled_subset
 from cnnjax.data.tfds_source import TfdsSource
-from cnnjax.registry import Registry
+from cnnjax.registry import Registry, origin_of
 
 __all__ = ["NAMES", "SOURCES", "Source", "SourceEntry", "get_info", "get_source",
            "register_source"]
@@ -51,6 +51,11 @@ class SourceEntry:
 
     build: Callable[..., Source]
     info: DataInfo | Callable[..., DataInfo] | None = None
+
+    @property
+    def registry_origin(self) -> tuple[str, str] | None:
+        """Where `build` is defined: registering it again from there is a reload."""
+        return origin_of(self.build)
 
 
 SOURCES: Registry[SourceEntry] = Registry("data set")

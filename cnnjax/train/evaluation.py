@@ -106,7 +106,8 @@ def evaluate(
     changed. Returns `{"step", "split", "which", **metrics}`.
     """
     config = load_config(workdir) if config is None else prepare_config(config)
-    return evaluate_checkpoint(build(config), workdir, split, which)[0]
+    # only `split` is opened: the model and normalisation come from config.dataset_info
+    return evaluate_checkpoint(build(config, open_data=False), workdir, split, which)[0]
 
 
 def check_best_metric(c: Components, state: TrainState) -> None:

@@ -74,7 +74,7 @@ def parse_init_from(spec: str) -> tuple[str, Path, str | int | None]:
 
 
 def _from_workdir(path: Path, which: str | int | None) -> tuple[Flat, str]:
-    source = build(load_config(path))
+    source = build(load_config(path), open_data=False)  # weights only, not its data
     state, step, used = restore(source, path, "best" if which is None else which)
     variables = {"params": state.params, **state.model_state}
     return traverse_util.flatten_dict(jax.device_get(variables)), f"{path} step {step} ({used})"
