@@ -42,7 +42,7 @@ from cnnjax.train.components import Components, build
 from cnnjax.train.evaluation import evaluate_checkpoint, restore
 from cnnjax.train.loop import train
 from cnnjax.train.predict_io import write_predictions
-from cnnjax.viz.run_plots import write_plots
+from cnnjax.viz.run_plots import write_overlays, write_plots
 from experiments.cli_errors import (
     RUN_ERRORS,
     UsageError,
@@ -271,7 +271,8 @@ def _run_mode(fv: flags.FlagValues, argv: Sequence[str], task: str, script: str)
             return _evaluate(c, fv, workdir, split, which)
         state, step, _ = restore(c, workdir, which)
         output = Path(fv.output) if fv.output else workdir / "predictions"
-        _print_written(write_predictions(c, state, Path(fv.input), fv.input_key, output))
+        _print_written(write_predictions(c, state, Path(fv.input), fv.input_key, output,
+                                         overlays=write_overlays))
     except flax.errors.ScopeParamShapeError as e:
         raise ValueError(
             f"the checkpoint's variables were built for inputs of shape {c.info.image_shape} "

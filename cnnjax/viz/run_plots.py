@@ -22,7 +22,7 @@ from cnnjax.viz.curves import load_metrics, metric_names, plot_training_curves
 from cnnjax.viz.images import plot_filters
 from cnnjax.viz.segmentation import plot_segmentation
 
-__all__ = ["PLOT_EXAMPLES", "denormalize", "first_conv_kernel", "write_plots"]
+__all__ = ["PLOT_EXAMPLES", "denormalize", "first_conv_kernel", "write_overlays", "write_plots"]
 
 PLOT_EXAMPLES = 4  # segmentation overlays drawn per plot
 CURVES = ("loss", "accuracy", "mean_iou", "mean_dice", "learning_rate")
@@ -63,6 +63,21 @@ def denormalize(images: Any, c: Components) -> np.ndarray:
     mean = np.asarray(c.info.mean, np.float32)
     std = np.asarray(c.info.std, np.float32)
     return np.clip(images * std + mean, 0, 1)
+
+
+def write_overlays(c: Components, names: Sequence[str], inputs: Sequence[np.ndarray],
+                   masks: Sequence[np.ndarray], output: Path) -> list[Path]:
+    """`output/overlays.png`: the first `PLOT_EXAMPLES` predicted masks over their images
+    (preprocessed, (1, H, W, C) each), when they share one size; else nothing. The
+    `overlays` argument of `cnnjax.train.predict_io.write_predictions`."""
+    n = min(PLOT_EXAMPLES, len(masks))
+    if not n or len({np.shape(m) for m in masks[:n]}) != 1:
+        return []
+    shown = np.stack([denormalize(x[0], c) for x in inputs[:n]])
+    path = Path(output) / "overlays.png"
+    plot_segmentation(shown, np.stack(masks[:n]), num_classes=c.info.num_classes,
+                      class_names=c.info.class_names, row_titles=list(names[:n]), path=path)
+    return [path]
 
 
 def _iou_title(target: np.ndarray, pred: np.ndarray, num_classes: int) -> str:
