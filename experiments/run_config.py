@@ -56,7 +56,7 @@ def saved_config(workdir: Path, argv: Sequence[str]) -> ml_collections.ConfigDic
         raw = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot read the run's config {path}: {e}") from e
-    base = resolve_config(raw)  # imports the run's own code before the overrides name it
+    base = resolve_config(_tuples(raw))  # imports the run's code before overrides name it
     argv = _without_config_file(argv)
     fv = flags.FlagValues()
     config_flags.DEFINE_config_dict("config", base, "the run's config.json", flag_values=fv,
@@ -67,6 +67,15 @@ def saved_config(workdir: Path, argv: Sequence[str]) -> ml_collections.ConfigDic
     except flags.Error as e:
         raise UsageError(f"an override of {path}: {e}") from e
     return prepare_config(fv.config)
+
+
+def _tuples(value: Any) -> Any:
+    """JSON lists -> tuples, recursively: ml_collections overrides tuple fields, not lists."""
+    if isinstance(value, Mapping):
+        return {k: _tuples(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return tuple(_tuples(v) for v in value)
+    return value
 
 
 def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
