@@ -26,6 +26,7 @@ from cnnjax.data import local, shapes, signals
 from cnnjax.data.image_folder import image_folder_source
 from cnnjax.data.image_folder_seg import image_folder_seg_source
 from cnnjax.data.info import DataInfo, NameList
+from cnnjax.data.npz_source import npz_source
 from cnnjax.data.subset import SUBSET_OPTIONS, labelled_subset
 from cnnjax.data.tfds_source import TfdsSource
 from cnnjax.registry import Registry, origin_of
@@ -126,6 +127,7 @@ register_source("isbi2012", info=local.ISBI2012_INFO)(local.isbi2012_source)
 # the train split, whose file scan and statistics are cached.
 register_source("image_folder")(image_folder_source)
 register_source("image_folder_seg")(image_folder_seg_source)
+register_source("npz")(npz_source)  # an archive of your own (`experiments.folder_to_npz`)
 
 
 def get_source(

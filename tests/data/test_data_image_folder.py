@@ -233,3 +233,37 @@ def test_image_suffixes_are_shared_with_prediction_inputs():
     from cnnjax.train import predict_io
 
     assert predict_io.IMAGE_SUFFIXES == image_files_lib.IMAGE_SUFFIXES
+
+
+# ---------------------------------------------------------------- a folder as one .npz
+
+
+def test_folder_to_npz_writes_what_the_npz_source_reads(tmp_path, capsys):
+    from experiments import folder_to_npz
+
+    root = write_class_folder(tmp_path / "imgs", per_class=10)
+    out = tmp_path / "mine.npz"
+    assert folder_to_npz.main(["prog", str(root), str(out), "--image_size=8",
+                               "--channels=1"]) == 0
+    assert "train 24, val 3, test 3" in capsys.readouterr().out
+    folder = get_source("image_folder", "test", root, image_size=8, channels=1)
+    npz = get_source("npz", "test", out)
+    assert npz.info.class_names == CLASSES and npz.info.image_shape == (8, 8, 1)
+    for i in range(len(folder)):
+        np.testing.assert_array_equal(npz[i]["image"], folder[i]["image"])
+        assert npz[i]["label"] == folder[i]["label"]
+    train = get_source("npz", "train", out)
+    np.testing.assert_allclose(train.info.mean, folder.info.mean, atol=1e-5)
+    assert len(get_source("npz", "val", out)) == 3  # the archive's own val split
+    with pytest.raises(ValueError, match="own val_images"):
+        get_source("npz", "train", out, val_size=4)
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, train_images=np.zeros((10, 4, 4), np.uint8), train_labels=np.arange(10) % 2)
+    kept = get_source("npz", "train", plain, val_size=3)
+    held = get_source("npz", "val", plain, val_size=3)
+    assert (len(kept), len(held), kept.info.class_names) == (7, 3, ("0", "1"))
+    assert kept.info.image_shape == (4, 4, 1)
+    assert folder_to_npz.main(["prog", str(tmp_path / "none"), str(out)]) == 1
+    assert folder_to_npz.main(["prog", str(root)]) == 2
+    with pytest.raises(FileNotFoundError, match="not a file"):
+        get_source("npz", "train", tmp_path)
