@@ -24,6 +24,7 @@ many times in one process (tests) and both scripts can be imported together.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -200,7 +201,8 @@ def main(argv: Sequence[str] | None = None, *, task: str, default_config: str) -
     if wants_help(argv):
         fv = flags.FlagValues()
         define_flags(fv, CONFIG_DIR / default_config, argv[:1])
-        print(help_text(f"experiments.{script}", __doc__, fv))
+        doc = importlib.import_module(f"experiments.{script}").__doc__ or ""
+        print(help_text(f"experiments.{script}", doc, fv))
         return 0
     workdir = created = None
     try:

@@ -21,7 +21,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ("ants", "bees", "wasps")
-CONFIG = "experiments/configs/my_images.py"
+CONFIG = str(ROOT / "experiments" / "configs" / "my_images.py")
 
 pytestmark = pytest.mark.slow
 
