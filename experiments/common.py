@@ -37,6 +37,7 @@ import jax
 from absl import flags
 from ml_collections import config_flags
 
+from cnnjax import workdir_layout as layout
 from cnnjax.checkpoint import to_json
 from cnnjax.export import parse_checkpoint, parse_formats
 from cnnjax.train.components import Components, build
@@ -242,7 +243,7 @@ def _export(fv: flags.FlagValues, argv: Sequence[str], script: str) -> int:
         raise UsageError(str(e)) from e
     prog = f"experiments.{script}"
     config = None
-    if (Path(fv.workdir) / "config.json").exists():
+    if (Path(fv.workdir) / layout.CONFIG_FILE).exists():
         config = run_config(fv, argv, prog)
     return run_export(fv.workdir, fv.checkpoint, fv.format, fv.output, prog=prog,
                       config=config)
@@ -272,7 +273,7 @@ def _run_mode(fv: flags.FlagValues, argv: Sequence[str], task: str, script: str)
         if fv.mode == "eval":
             return _evaluate(c, fv, workdir, split, which)
         state, step, _ = restore(c, workdir, which)
-        output = Path(fv.output) if fv.output else workdir / "predictions"
+        output = Path(fv.output) if fv.output else workdir / layout.PREDICTIONS_DIR
         _print_written(write_predictions(c, state, Path(fv.input), fv.input_key, output,
                                          overlays=write_overlays))
     except flax.errors.ScopeParamShapeError as e:
@@ -290,7 +291,7 @@ def _evaluate(c: Components, fv: flags.FlagValues, workdir: Path, split: str,
     result, state = evaluate_checkpoint(c, workdir, split, which)
     if jax.process_index() == 0:
         print(json.dumps(to_json(result)))
-        path = workdir / f"eval_{split}_{result['which']}.json"
+        path = workdir / layout.eval_file(split, result["which"])
         try:
             path.write_text(json.dumps(to_json(result), indent=2) + "\n")
         except OSError as e:

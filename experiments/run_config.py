@@ -25,11 +25,11 @@ from ml_collections import config_flags
 from cnnjax import data
 from cnnjax.train.config import prepare_config, resolve_config
 from cnnjax.train.dataset_info import info_from_config
+from cnnjax.workdir_layout import CONFIG_FILE
 from experiments.cli_errors import UsageError
 
 __all__ = ["check_task", "run_config", "saved_config"]
 
-CONFIG_FILE = "config.json"
 _IGNORED = ("dataset_info",)  # filled by training: a file never states it
 
 

@@ -31,10 +31,10 @@ from cnnjax.data.transforms import apply_ops
 from cnnjax.export.core import export_model, parse_formats
 from cnnjax.train.components import Components, build
 from cnnjax.train.evaluation import CHECKPOINT_DIR, checkpoints, load_config
+from cnnjax.workdir_layout import EXPORT_DIR
 
 __all__ = ["default_formats", "export_from_flags", "export_run", "parse_checkpoint"]
 
-EXPORT_DIR = "export"
 _TORCHVISION_FAMILIES = (models.ResNet, models.VGG, models.AlexNet)
 
 

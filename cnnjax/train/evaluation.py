@@ -15,6 +15,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from cnnjax import workdir_layout as layout
 from cnnjax.checkpoint import CheckpointManager
 from cnnjax.train.components import Components, build, make_batches
 from cnnjax.train.config import prepare_config
@@ -24,7 +25,7 @@ from cnnjax.train.state import TrainState
 
 __all__ = ["CHECKPOINT_DIR", "check_best_metric", "evaluate", "load_config", "restore", "run_eval"]
 
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = layout.CHECKPOINT_DIR
 
 
 def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -80,7 +81,7 @@ def restore(c: Components, workdir: str | Path, which: str | int = "latest"
 
 def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
     """The resolved, validated config a run wrote to `workdir/config.json`."""
-    path = Path(workdir) / "config.json"
+    path = Path(workdir) / layout.CONFIG_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {workdir} a cnnjax workdir?")
     return prepare_config(json.loads(path.read_text()))

@@ -26,6 +26,8 @@ import jax
 from tensorboardX import SummaryWriter
 from tqdm.auto import tqdm
 
+from cnnjax import workdir_layout as layout
+
 __all__ = [
     "TIMING_FIELDS",
     "MetricsWriter",
@@ -38,7 +40,7 @@ __all__ = [
 
 log = logging.getLogger("cnnjax.train")
 
-METRICS_FILE = "metrics.jsonl"
+METRICS_FILE = layout.METRICS_FILE
 # Fields that measure wall time: they differ between two otherwise identical runs.
 TIMING_FIELDS = ("images_per_s", "steps_per_s", "elapsed_s")
 
@@ -126,7 +128,7 @@ class MetricsWriter(_ClosedOnExit):
         truncate_metrics_file(self.path, resume_step)
         self._file = self.path.open("a")
         self._tb = SummaryWriter(
-            str(Path(workdir) / "tensorboard"),
+            str(Path(workdir) / layout.TENSORBOARD_DIR),
             purge_step=None if resume_step is None else resume_step + 1,
         )
 

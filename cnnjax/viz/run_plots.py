@@ -21,6 +21,7 @@ from cnnjax.viz.confusion import plot_confusion_matrix
 from cnnjax.viz.curves import load_metrics, metric_names, plot_training_curves
 from cnnjax.viz.images import plot_filters
 from cnnjax.viz.segmentation import plot_segmentation
+from cnnjax.workdir_layout import METRICS_FILE
 
 __all__ = ["PLOT_EXAMPLES", "denormalize", "first_conv_kernel", "write_overlays", "write_plots"]
 
@@ -139,7 +140,7 @@ def write_plots(c: Components, state: Any, workdir: str | Path, split: str | Non
     workdir = Path(workdir)
     c, state = local_view(c, state)
     written: list[Path] = []
-    metrics_path = workdir / "metrics.jsonl"
+    metrics_path = workdir / METRICS_FILE
     if metrics_path.exists() and metrics_path.stat().st_size > 0:
         records = load_metrics(metrics_path)
         names = [m for m in CURVES if m in metric_names(records)]
