@@ -21,12 +21,12 @@ reloads. Another definition under a taken name is still an error.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar, overload
 
 T = TypeVar("T")
 
-__all__ = ["Registry", "origin_of"]
+__all__ = ["NameList", "Registry", "origin_of"]
 
 
 def origin_of(entry: Any) -> tuple[str, str] | None:
@@ -109,3 +109,32 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class NameList(Sequence[str]):
+    """The names of `registry` (sorted) followed by `extra`, read when used: a tuple-like
+    view that also lists entries registered after import (e.g. a user's own data set)."""
+
+    def __init__(self, registry: Registry, *extra: str) -> None:
+        self._registry = registry
+        self._extra = extra
+
+    def _names(self) -> tuple[str, ...]:
+        return (*self._registry.names(), *self._extra)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self) == (tuple(other) if isinstance(other, NameList) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._names())

@@ -44,7 +44,8 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
     precision              "float32" | "bfloat16" (compute; master weights stay float32)
     task.name              None: from the data set ("classification" | "segmentation");
                            or "binary"
-    task.label_smoothing, task.segmentation_loss ("ce" | "dice" | "ce+dice"),
+    task.label_smoothing, task.segmentation_loss (registered terms joined by "+", e.g.
+                           "ce", "dice", "ce+dice(smooth=0.1)"; `train.tasks.seg_losses`),
     task.ignore_label, task.dice_smooth
     augment                `cnnjax.data.augment` spec string, e.g. "random_crop(padding=4)|hflip"
     data.worker_count, data.read_threads, data.prefetch_buffer_size, data.normalize
@@ -79,7 +80,7 @@ from cnnjax.train.dataset_info import info_from_config
 from cnnjax.train.determinism import configure_determinism
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
 from cnnjax.train.steps import PRECISIONS, STRATEGIES
-from cnnjax.train.tasks import SEGMENTATION_LOSSES
+from cnnjax.train.tasks import parse_loss
 from cnnjax.train.user_code import import_user_code
 
 __all__ = [
@@ -259,7 +260,10 @@ def _check_names(config: ml_collections.ConfigDict) -> None:
     _choice(config, "schedule.name", SCHEDULES)
     _choice(config, "parallel.strategy", STRATEGIES)
     _choice(config, "precision", tuple(PRECISIONS))
-    _choice(config, "task.segmentation_loss", SEGMENTATION_LOSSES)
+    try:  # terms joined by "+", each registered, with options its function takes
+        parse_loss(config.task.segmentation_loss)
+    except ValueError as e:
+        raise ValueError(f"config.task.segmentation_loss: {e}") from e
     if config.task.name is not None:
         _choice(config, "task.name", ("classification", "segmentation", "binary"))
     if config.best_mode is not None:

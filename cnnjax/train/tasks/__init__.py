@@ -18,8 +18,13 @@ from cnnjax.train.tasks.base import (
     valid_weights,
 )
 from cnnjax.train.tasks.classification import binary, classification
-from cnnjax.train.tasks.segmentation import (
+from cnnjax.train.tasks.seg_losses import (
+    SEGMENTATION_LOSS_REGISTRY,
     SEGMENTATION_LOSSES,
+    parse_loss,
+    register_segmentation_loss,
+)
+from cnnjax.train.tasks.segmentation import (
     confusion_metrics,
     finalize_segmentation,
     segmentation,
@@ -27,6 +32,7 @@ from cnnjax.train.tasks.segmentation import (
 
 __all__ = [
     "SEGMENTATION_LOSSES",
+    "SEGMENTATION_LOSS_REGISTRY",
     "Batch",
     "Pair",
     "PairFn",
@@ -38,6 +44,8 @@ __all__ = [
     "finalize_pairs",
     "finalize_segmentation",
     "make_task",
+    "parse_loss",
+    "register_segmentation_loss",
     "segmentation",
     "valid_weights",
 ]

@@ -1,0 +1,67 @@
+"""Optimizers and segmentation losses are registries: one decorated function adds one, its
+name works in a config (checked when the config is prepared, listed in errors), and a loss
+takes options in its spec ("dice(smooth=0.1)")."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from cnnjax.train import make_optimizer
+from cnnjax.train.config import prepare_config
+from cnnjax.train.optimizers import OPTIMIZER_REGISTRY, OPTIMIZERS, register_optimizer
+from cnnjax.train.tasks import SEGMENTATION_LOSS_REGISTRY, parse_loss, segmentation
+from cnnjax.train.tasks.seg_losses import register_segmentation_loss
+
+
+@pytest.fixture
+def own_names():
+    yield
+    OPTIMIZER_REGISTRY._entries.pop("halved_sgd", None)
+    SEGMENTATION_LOSS_REGISTRY._entries.pop("pixel_error", None)
+
+
+def test_an_optimizer_is_one_function(own_names):
+    @register_optimizer("halved_sgd")
+    def halved_sgd(cfg, schedule):
+        return [optax.sgd(lambda step: 0.5 * schedule(step))]
+
+    assert "halved_sgd" in OPTIMIZERS
+    prepare_config({"optimizer": {"name": "halved_sgd", "learning_rate": 0.2}})
+    tx = make_optimizer({"name": "halved_sgd", "learning_rate": 0.2, "grad_clip_norm": 10.0})
+    params = {"w": jnp.ones(3)}
+    updates, _ = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+    np.testing.assert_allclose(updates["w"], -0.1)
+    with pytest.raises(ValueError, match=r"config\.optimizer\.name.*halved_sgd"):
+        prepare_config({"optimizer": {"name": "rmsprop"}})
+
+
+def test_a_loss_term_with_an_option_is_one_function(own_names):
+    @register_segmentation_loss("pixel_error")
+    def pixel_error(logits, target, weights, valid, num_classes, scale=1.0):
+        wrong = (jnp.argmax(logits, -1) != target).astype(jnp.float32)
+        return scale * jnp.sum(weights * wrong), jnp.sum(weights)
+
+    logits = jnp.zeros((1, 2, 2, 3)).at[0, 0, 0, 1].set(5.0)
+    batch = {"mask": jnp.zeros((1, 2, 2), jnp.int32)}
+    task = segmentation(3, loss="ce+pixel_error(scale=4.0)")
+    terms = task.loss_terms(logits, batch)
+    assert set(terms) == {"ce", "pixel_error"}
+    np.testing.assert_allclose(terms["pixel_error"][0] / terms["pixel_error"][1], 4.0 * 0.25)
+    config = prepare_config({"dataset": "shapes_seg",
+                             "task": {"segmentation_loss": "pixel_error(scale=2)"}})
+    assert config.task.segmentation_loss == "pixel_error(scale=2)"
+    with pytest.raises(ValueError, match=r"segmentation_loss.*unknown option.*\['scale'\]"):
+        prepare_config({"task": {"segmentation_loss": "pixel_error(gamma=2)"}})
+
+
+def test_loss_spec_errors_name_the_term_and_the_choices():
+    with pytest.raises(ValueError, match=r"unknown term 'focal'.*'ce', 'dice'"):
+        parse_loss("ce+focal")
+    with pytest.raises(ValueError, match="twice"):
+        parse_loss("ce+ce")
+    assert parse_loss("dice", {"dice": {"smooth": 0.5}}) == (("dice", {"smooth": 0.5}),)
+    assert parse_loss("dice(smooth=0.1)", {"dice": {"smooth": 0.5}}) == (
+        ("dice", {"smooth": 0.1}),)
