@@ -24,7 +24,10 @@ from experiments import classify
 CLASSES = ("circle", "square", "triangle")
 
 PLUGIN = '''
+import optax
+
 from cnnjax import models
+from cnnjax.train.optimizers import register_optimizer
 from cnnjax.data import register_source
 from cnnjax.data.image_folder import image_folder_source
 
@@ -32,6 +35,11 @@ from cnnjax.data.image_folder import image_folder_source
 @register_source("my_pngs")
 def my_pngs(split, data_dir, **options):
     return image_folder_source(split, data_dir, image_size=12, **options)
+
+
+@register_optimizer("my_sgd")
+def my_sgd(cfg, schedule):
+    return [optax.sgd(schedule, momentum=0.9)]
 
 
 @models.register("my_cnn")
@@ -49,6 +57,8 @@ def get_config():
     c.dataset = "my_pngs"
     c.model = "my_cnn"
     c.model_options.widths = (8, 8, 8)
+    c.optimizer.name = "my_sgd"
+    c.optimizer.learning_rate = 0.05
     c.batch_size = 8
     c.num_train_steps = 4
     c.num_epochs = None
@@ -88,9 +98,12 @@ def trained(tmp_path_factory):
     config.write_text(CONFIG.format(plugin=str(base / "plugin.py")))
     images = _pngs(base / "images", per_class=10)
     workdir = base / "run"
-    assert classify.main(["prog", f"--workdir={workdir}", f"--config={config}",
-                          f"--config.data_dir={images}", "--config.model_options.widths=(4,8,8)",
-                          "--noplots"]) == 0
+    command = ["prog", f"--workdir={workdir}", f"--config={config}",
+               f"--config.data_dir={images}", "--config.model_options.widths=(4,8,8)",
+               "--noplots"]
+    assert classify.main([*command, "--config.num_train_steps=2"]) == 0
+    _forget_user_code()  # a new process resumes: the config file's imports register again
+    assert classify.main(command) == 0
     return workdir, images, config
 
 
@@ -99,6 +112,14 @@ def _forget_user_code() -> None:
     SOURCES._entries.pop("my_pngs", None)
     MODELS._entries.pop("my_cnn", None)
     user_code._loaded.clear()
+
+
+def test_the_run_resumed_with_its_own_code(trained):
+    workdir, _, _ = trained
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if r["split"] == "train"] == [2, 4]
+    runs = json.loads((workdir / "run_metadata.json").read_text())["runs"]
+    assert len(runs) == 2
 
 
 def test_the_run_saves_its_imports_and_what_it_learned_of_the_data(trained):
