@@ -24,6 +24,7 @@ from cnnjax import models
 from cnnjax.train.dataset_info import check_matches, info_from_config, train_records, with_info
 from cnnjax.train.optim import make_optimizer, make_schedule
 from cnnjax.train.parallel import make_mesh
+from cnnjax.train.schedules import SCHEDULE_REGISTRY
 from cnnjax.train.state import TrainState, create_train_state
 from cnnjax.train.steps import make_eval_step, make_train_step
 from cnnjax.train.tasks import Task, make_task
@@ -32,8 +33,6 @@ __all__ = ["Components", "build", "make_batches"]
 
 log = logging.getLogger("cnnjax.train")
 
-# Schedules that reject warmup_steps >= their length (the others simply never leave warm-up).
-_NEEDS_SHORT_WARMUP = ("cosine", "warmup_cosine", "one_cycle")
 
 
 @dataclasses.dataclass
@@ -120,7 +119,8 @@ def _optimizer_config(config: ml_collections.ConfigDict, updates: int
     """`config`, with a warm-up longer than the run clipped to it (and a warning), so that
     shortening a run with `--config.num_train_steps=N` alone works."""
     warmup = int(config.schedule.warmup_steps or 0)
-    if config.schedule.name not in _NEEDS_SHORT_WARMUP or warmup < updates:
+    # schedules of a known length reject warmup_steps >= it (the others never leave warm-up)
+    if not SCHEDULE_REGISTRY.get(config.schedule.name).needs_total or warmup < updates:
         return config
     clipped = updates - 1
     log.warning("config.schedule.warmup_steps=%d is not shorter than the run's %d optimizer "

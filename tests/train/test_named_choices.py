@@ -12,6 +12,7 @@ import pytest
 from cnnjax.train import make_optimizer
 from cnnjax.train.config import prepare_config
 from cnnjax.train.optimizers import OPTIMIZER_REGISTRY, OPTIMIZERS, register_optimizer
+from cnnjax.train.schedules import make_schedule as train_schedule
 from cnnjax.train.tasks import SEGMENTATION_LOSS_REGISTRY, parse_loss, segmentation
 from cnnjax.train.tasks.seg_losses import register_segmentation_loss
 
@@ -65,3 +66,24 @@ def test_loss_spec_errors_name_the_term_and_the_choices():
     assert parse_loss("dice", {"dice": {"smooth": 0.5}}) == (("dice", {"smooth": 0.5}),)
     assert parse_loss("dice(smooth=0.1)", {"dice": {"smooth": 0.5}}) == (
         ("dice", {"smooth": 0.1}),)
+
+
+def test_a_schedule_is_one_function_with_the_shared_warm_up():
+    from cnnjax.train.schedules import SCHEDULE_REGISTRY, SCHEDULES, register_schedule
+
+    @register_schedule("halving", needs_total=True)
+    def halving(cfg, lr, warmup, total):
+        return lambda step: lr * 0.5 ** (jnp.asarray(step) // (total // 2))
+
+    try:
+        assert "halving" in SCHEDULES
+        sched = train_schedule({"name": "sgd", "learning_rate": 1.0, "schedule": "halving",
+                                "warmup_steps": 2}, 8)
+        np.testing.assert_allclose([float(sched(s)) for s in (0, 1, 2, 4, 7)],
+                                   [0.0, 0.5, 1.0, 0.5, 0.5])
+        with pytest.raises(ValueError, match=r"halving.*needs total_steps"):
+            train_schedule({"name": "sgd", "learning_rate": 1.0, "schedule": "halving"})
+    finally:
+        SCHEDULE_REGISTRY._entries.pop("halving", None)
+    with pytest.raises(ValueError, match=r"schedule='linear'; expected one of .*one_cycle"):
+        train_schedule({"name": "sgd", "learning_rate": 1.0, "schedule": "linear"})
