@@ -177,6 +177,10 @@ def build(config: ml_collections.ConfigDict, *, open_data: bool = True) -> Compo
     task = make_task(config.task, info)
     model = models.create(config.model, num_classes=info.num_classes, **dict(config.model_options))
     updates = max(1, total // int(config.optimizer.accumulate_steps))
+    if records is None and config.num_train_steps is None:
+        # length unknown (an older run's config without dataset_info, built without data):
+        # only the optimizer's structure matters then; keep the warm-up whole, no warning
+        updates = max(updates, int(config.schedule.warmup_steps or 0) + 1)
     opt_config = _optimizer_config(config, updates)
     tx = make_optimizer(opt_config, updates)
     kw = {"strategy": config.parallel.strategy, "mesh": mesh, "precision": config.precision}
