@@ -93,3 +93,11 @@ def test_a_stated_dataset_info_wins_but_must_fit_the_data():
         check_matches(source.info, other)
     with pytest.raises(ValueError, match="dataset_info lacks"):
         prepare_config({**SMALL, "dataset_info": {"name": "shapes"}})
+
+
+def test_without_data_nor_saved_size_the_warm_up_is_not_clipped(caplog):
+    config = prepare_config({**SMALL, "num_train_steps": None, "num_epochs": 2,
+                             "schedule": {"name": "warmup_cosine", "warmup_steps": 50}})
+    with caplog.at_level("WARNING", logger="cnnjax.train"):
+        c = build(config, open_data=False)  # no dataset_info: steps per epoch unknown
+    assert c.train_source is None and "warmup_steps" not in caplog.text
