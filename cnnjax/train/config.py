@@ -45,7 +45,10 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
     task.name              None: from the data set ("classification" | "segmentation");
                            or "binary"
     task.label_smoothing, task.segmentation_loss (registered terms joined by "+", e.g.
-                           "ce", "dice", "ce+dice(smooth=0.1)"; `train.tasks.seg_losses`),
+                           "ce", "dice", "ce+dice(smooth=0.1)"; `train.tasks.losses`),
+    task.classification_loss
+                           the same for classification ("ce": cross-entropy with
+                           task.label_smoothing)
     task.ignore_label, task.dice_smooth
     augment                `cnnjax.data.augment` spec string, e.g. "random_crop(padding=4)|hflip"
     data.worker_count, data.read_threads, data.prefetch_buffer_size, data.normalize
@@ -80,7 +83,11 @@ from cnnjax.train.dataset_info import info_from_config
 from cnnjax.train.determinism import configure_determinism
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
 from cnnjax.train.steps import PRECISIONS, STRATEGIES
-from cnnjax.train.tasks import parse_loss
+from cnnjax.train.tasks import (
+    CLASSIFICATION_LOSS_REGISTRY,
+    SEGMENTATION_LOSS_REGISTRY,
+    parse_loss,
+)
 from cnnjax.train.user_code import import_user_code
 
 __all__ = [
@@ -171,6 +178,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.task.name = config_dict.placeholder(str)
     c.task.label_smoothing = 0.0
     c.task.segmentation_loss = "ce"
+    c.task.classification_loss = "ce"
     c.task.ignore_label = config_dict.placeholder(int)
     c.task.dice_smooth = 1.0
 
@@ -260,10 +268,12 @@ def _check_names(config: ml_collections.ConfigDict) -> None:
     _choice(config, "schedule.name", SCHEDULES)
     _choice(config, "parallel.strategy", STRATEGIES)
     _choice(config, "precision", tuple(PRECISIONS))
-    try:  # terms joined by "+", each registered, with options its function takes
-        parse_loss(config.task.segmentation_loss)
-    except ValueError as e:
-        raise ValueError(f"config.task.segmentation_loss: {e}") from e
+    for field, registry in (("segmentation_loss", SEGMENTATION_LOSS_REGISTRY),
+                            ("classification_loss", CLASSIFICATION_LOSS_REGISTRY)):
+        try:  # terms joined by "+", each registered, with options its function takes
+            parse_loss(config.task[field], registry=registry)
+        except ValueError as e:
+            raise ValueError(f"config.task.{field}: {e}") from e
     if config.task.name is not None:
         _choice(config, "task.name", ("classification", "segmentation", "binary"))
     if config.best_mode is not None:

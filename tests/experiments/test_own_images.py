@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,6 +20,10 @@ from cnnjax.data import SOURCES
 from cnnjax.data.folder_common import ENV_CACHE_DIR
 from cnnjax.models.registry import MODELS
 from cnnjax.train import user_code
+from cnnjax.train.config import prepare_config
+from cnnjax.train.dataset_info import info_from_config
+from cnnjax.train.optimizers import OPTIMIZER_REGISTRY
+from cnnjax.train.tasks import CLASSIFICATION_LOSS_REGISTRY, make_task
 from experiments import classify
 
 CLASSES = ("circle", "square", "triangle")
@@ -28,6 +33,7 @@ import optax
 
 from cnnjax import models
 from cnnjax.train.optimizers import register_optimizer
+from cnnjax.train.tasks import register_classification_loss
 from cnnjax.data import register_source
 from cnnjax.data.image_folder import image_folder_source
 
@@ -40,6 +46,12 @@ def my_pngs(split, data_dir, **options):
 @register_optimizer("my_sgd")
 def my_sgd(cfg, schedule):
     return [optax.sgd(schedule, momentum=0.9)]
+
+
+@register_classification_loss("logit_penalty")
+def logit_penalty(logits, targets, valid, weight=1.0):
+    per_example = weight * (logits ** 2).mean(-1)
+    return (valid * per_example).sum(), valid.sum()
 
 
 @models.register("my_cnn")
@@ -58,6 +70,7 @@ def get_config():
     c.model = "my_cnn"
     c.model_options.widths = (8, 8, 8)
     c.optimizer.name = "my_sgd"
+    c.task.classification_loss = "ce+logit_penalty(weight=0.01)"
     c.optimizer.learning_rate = 0.05
     c.batch_size = 8
     c.num_train_steps = 4
@@ -111,6 +124,8 @@ def _forget_user_code() -> None:
     """What a new process starts with: no registration from the plugin, no file loaded."""
     SOURCES._entries.pop("my_pngs", None)
     MODELS._entries.pop("my_cnn", None)
+    OPTIMIZER_REGISTRY._entries.pop("my_sgd", None)
+    CLASSIFICATION_LOSS_REGISTRY._entries.pop("logit_penalty", None)
     user_code._loaded.clear()
 
 
@@ -118,6 +133,13 @@ def test_the_run_resumed_with_its_own_code(trained):
     workdir, _, _ = trained
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["split"] == "train"] == [2, 4]
+    _forget_user_code()  # the saved config alone brings the run's own loss term back
+    config = prepare_config(json.loads((workdir / "config.json").read_text()))
+    task = make_task(config.task, info_from_config(config))
+    logits = jnp.ones((2, 3))
+    terms = task.loss_terms(logits, {"label": jnp.zeros(2, jnp.int32)})
+    assert sorted(terms) == ["ce", "logit_penalty"]
+    np.testing.assert_allclose(terms["logit_penalty"][0] / terms["logit_penalty"][1], 0.01)
     runs = json.loads((workdir / "run_metadata.json").read_text())["runs"]
     assert len(runs) == 2
 

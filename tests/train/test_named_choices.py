@@ -4,6 +4,7 @@ takes options in its spec ("dice(smooth=0.1)")."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -14,7 +15,7 @@ from cnnjax.train.config import prepare_config
 from cnnjax.train.optimizers import OPTIMIZER_REGISTRY, OPTIMIZERS, register_optimizer
 from cnnjax.train.schedules import make_schedule as train_schedule
 from cnnjax.train.tasks import SEGMENTATION_LOSS_REGISTRY, parse_loss, segmentation
-from cnnjax.train.tasks.seg_losses import register_segmentation_loss
+from cnnjax.train.tasks.losses import register_segmentation_loss
 
 
 @pytest.fixture
@@ -87,3 +88,28 @@ def test_a_schedule_is_one_function_with_the_shared_warm_up():
         SCHEDULE_REGISTRY._entries.pop("halving", None)
     with pytest.raises(ValueError, match=r"schedule='linear'; expected one of .*one_cycle"):
         train_schedule({"name": "sgd", "learning_rate": 1.0, "schedule": "linear"})
+
+
+def test_classification_losses_are_terms_too():
+    from cnnjax.train.tasks import CLASSIFICATION_LOSS_REGISTRY, classification
+    from cnnjax.train.tasks.losses import register_classification_loss
+
+    @register_classification_loss("half_ce")
+    def half_ce(logits, targets, valid, scale=0.5):
+        per = -jnp.sum(targets * jax.nn.log_softmax(logits, -1), -1)
+        return scale * jnp.sum(valid * per), jnp.sum(valid)
+
+    try:
+        logits = jnp.asarray([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+        batch = {"label": jnp.asarray([0, 2])}
+        plain = classification(label_smoothing=0.1).loss_terms(logits, batch)
+        both = classification(label_smoothing=0.1, loss="ce+half_ce(scale=2.0)").loss_terms(
+            logits, batch)
+        assert sorted(both) == ["ce", "half_ce"]
+        np.testing.assert_allclose(both["ce"][0], plain["ce"][0])  # smoothing still applies
+        unsmoothed = classification().loss_terms(logits, batch)["ce"][0]
+        np.testing.assert_allclose(both["half_ce"][0], 2.0 * unsmoothed, rtol=1e-6)
+        with pytest.raises(ValueError, match=r"classification_loss.*unknown term 'focal'"):
+            prepare_config({"task": {"classification_loss": "ce+focal"}})
+    finally:
+        CLASSIFICATION_LOSS_REGISTRY._entries.pop("half_ce", None)

@@ -18,10 +18,13 @@ from cnnjax.train.tasks.base import (
     valid_weights,
 )
 from cnnjax.train.tasks.classification import binary, classification
-from cnnjax.train.tasks.seg_losses import (
+from cnnjax.train.tasks.losses import (
+    CLASSIFICATION_LOSS_REGISTRY,
+    CLASSIFICATION_LOSSES,
     SEGMENTATION_LOSS_REGISTRY,
     SEGMENTATION_LOSSES,
     parse_loss,
+    register_classification_loss,
     register_segmentation_loss,
 )
 from cnnjax.train.tasks.segmentation import (
@@ -31,6 +34,8 @@ from cnnjax.train.tasks.segmentation import (
 )
 
 __all__ = [
+    "CLASSIFICATION_LOSSES",
+    "CLASSIFICATION_LOSS_REGISTRY",
     "SEGMENTATION_LOSSES",
     "SEGMENTATION_LOSS_REGISTRY",
     "Batch",
@@ -45,6 +50,7 @@ __all__ = [
     "finalize_segmentation",
     "make_task",
     "parse_loss",
+    "register_classification_loss",
     "register_segmentation_loss",
     "segmentation",
     "valid_weights",
@@ -56,7 +62,8 @@ def make_task(task_config: Any, info: Any) -> Task:
     (`info.task`: "classification" or "segmentation")."""
     name = task_config.name or info.task
     if name == "classification":
-        return classification(label_smoothing=float(task_config.label_smoothing))
+        return classification(label_smoothing=float(task_config.label_smoothing),
+                              loss=task_config.classification_loss)
     if name == "segmentation":
         return segmentation(
             info.num_classes,

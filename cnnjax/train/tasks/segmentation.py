@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cnnjax.train.tasks.base import Batch, Pair, Task, finalize_pairs, require_key, valid_weights
-from cnnjax.train.tasks.seg_losses import (
+from cnnjax.train.tasks.losses import (
     SEGMENTATION_LOSS_REGISTRY,
     parse_loss,
 )
@@ -25,7 +25,7 @@ class _Segmentation:
 
     num_classes: int
     ignore_label: int | None
-    terms: tuple[tuple[str, dict[str, Any]], ...]  # parsed loss spec (`seg_losses`)
+    terms: tuple[tuple[str, dict[str, Any]], ...]  # parsed loss spec (`losses`)
     mask_key: str
 
     def prepare(self, logits: jax.Array, batch: Batch
@@ -91,7 +91,7 @@ def segmentation(
     - "dice": per image, `1 - mean_c (2 sum(p t) + s) / (sum(p) + sum(t) + s)` with softmax
       probabilities p, one-hot targets t, smoothing s = `dice_smooth` (or "dice(smooth=s)");
       mean over images.
-    - "ce+dice": their sum; any registered terms joined by "+" (`seg_losses`).
+    - "ce+dice": their sum; any registered terms joined by "+" (`losses`).
 
     Metrics: one pair `confusion` = ((C, C) int32 counts, rows true class, columns
     predicted; number of counted pixels). `finalize` derives pixel accuracy, per-class
