@@ -25,6 +25,7 @@ from ml_collections import config_flags
 from cnnjax import data
 from cnnjax.train.config import prepare_config, resolve_config
 from cnnjax.train.dataset_info import info_from_config
+from cnnjax.train.tasks import TASKS
 from cnnjax.workdir_layout import CONFIG_FILE
 from experiments.cli_errors import UsageError
 
@@ -119,8 +120,8 @@ def check_task(config: ml_collections.ConfigDict, task: str, script: str) -> Non
         if info is None:
             info = data.get_info(config.dataset, config.data_dir, **dict(config.dataset_options))
         name = info.task
-    kinds = {"classification": ("classification", "binary"), "segmentation": ("segmentation",)}
-    if name not in kinds[task]:
+    kind = TASKS.get(name).kind if name in TASKS else name
+    if kind != task:
         other = "segment" if task == "classification" else "classify"
         raise ValueError(
             f"config.dataset={config.dataset!r} is a {name} task; experiments.{script} runs "

@@ -86,6 +86,7 @@ from cnnjax.train.steps import PRECISIONS, STRATEGIES
 from cnnjax.train.tasks import (
     CLASSIFICATION_LOSS_REGISTRY,
     SEGMENTATION_LOSS_REGISTRY,
+    TASK_NAMES,
     parse_loss,
 )
 from cnnjax.train.user_code import import_user_code
@@ -275,7 +276,7 @@ def _check_names(config: ml_collections.ConfigDict) -> None:
         except ValueError as e:
             raise ValueError(f"config.task.{field}: {e}") from e
     if config.task.name is not None:
-        _choice(config, "task.name", ("classification", "segmentation", "binary"))
+        _choice(config, "task.name", tuple(TASK_NAMES))
     if config.best_mode is not None:
         _choice(config, "best_mode", ("max", "min"))
     _float(config, "optimizer.learning_rate", minimum=0.0)

@@ -113,3 +113,26 @@ def test_classification_losses_are_terms_too():
             prepare_config({"task": {"classification_loss": "ce+focal"}})
     finally:
         CLASSIFICATION_LOSS_REGISTRY._entries.pop("half_ce", None)
+
+
+def test_a_task_is_one_function_with_its_kind():
+    from cnnjax.train.tasks import TASKS, classification, make_task, register_task
+    from experiments.run_config import check_task
+
+    @register_task("smoothed", "classification")
+    def smoothed(task_config, info):
+        return classification(label_smoothing=0.3)
+
+    try:
+        config = prepare_config({"task": {"name": "smoothed"}})
+        task = make_task(config.task, None)
+        logits, batch = jnp.zeros((1, 3)).at[0, 0].set(4.0), {"label": jnp.asarray([0])}
+        expected = classification(label_smoothing=0.3).loss_terms(logits, batch)["ce"][0]
+        np.testing.assert_allclose(task.loss_terms(logits, batch)["ce"][0], expected)
+        check_task(config, "classification", "classify")
+        with pytest.raises(ValueError, match=r"experiments\.classify"):
+            check_task(config, "segmentation", "segment")
+    finally:
+        TASKS._entries.pop("smoothed", None)
+    with pytest.raises(ValueError, match=r"config\.task\.name.*'binary'"):
+        prepare_config({"task": {"name": "smoothed"}})
