@@ -97,9 +97,9 @@ class Registry(Generic[T]):
             )
         return self._entries[name]
 
-    def names(self) -> list[str]:
-        """Registered names, sorted."""
-        return sorted(self._entries)
+    def names(self, *, in_order: bool = False) -> list[str]:
+        """Registered names, sorted (`in_order=True`: in registration order)."""
+        return list(self._entries) if in_order else sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -112,15 +112,17 @@ class Registry(Generic[T]):
 
 
 class NameList(Sequence[str]):
-    """The names of `registry` (sorted) followed by `extra`, read when used: a tuple-like
-    view that also lists entries registered after import (e.g. a user's own data set)."""
+    """The names of `registry` (sorted, or in registration order with `in_order=True`)
+    followed by `extra`, read when used: a tuple-like view that also lists entries
+    registered after import (e.g. a user's own data set)."""
 
-    def __init__(self, registry: Registry, *extra: str) -> None:
+    def __init__(self, registry: Registry, *extra: str, in_order: bool = False) -> None:
         self._registry = registry
         self._extra = extra
+        self._in_order = in_order
 
     def _names(self) -> tuple[str, ...]:
-        return (*self._registry.names(), *self._extra)
+        return (*self._registry.names(in_order=self._in_order), *self._extra)
 
     def __getitem__(self, index):  # type: ignore[override]
         return self._names()[index]

@@ -136,3 +136,28 @@ def test_a_task_is_one_function_with_its_kind():
         TASKS._entries.pop("smoothed", None)
     with pytest.raises(ValueError, match=r"config\.task\.name.*'binary'"):
         prepare_config({"task": {"name": "smoothed"}})
+
+
+def test_a_norm_is_one_function_and_models_take_its_name():
+    import flax.linen as nn
+
+    from cnnjax import models
+    from cnnjax.layers import NORM_REGISTRY, NORMS, register_norm
+
+    assert tuple(NORMS)[:5] == ("batch", "group", "layer", "instance", "none")
+
+    @register_norm("rms")
+    def rms(options):
+        return lambda **kw: nn.RMSNorm(epsilon=options.epsilon, **kw)
+
+    try:
+        model = models.create("resnet_tiny", num_classes=3, norm="rms")
+        variables = model.init(jax.random.key(0), jnp.ones((1, 16, 16, 3)), train=False)
+        assert "batch_stats" not in variables
+        paths = [jax.tree_util.keystr(p) for p, _ in
+                 jax.tree_util.tree_flatten_with_path(variables["params"])[0]]
+        assert any("scale" in p for p in paths)
+    finally:
+        NORM_REGISTRY._entries.pop("rms", None)
+    with pytest.raises(ValueError, match=r"norm must be one of .*got 'rms'"):
+        models.create("resnet_tiny", num_classes=3, norm="rms")
