@@ -11,16 +11,40 @@ augmentations, optimizers, schedules, tasks): a `Registry` per kind, filled with
 
 Adding an entry is one edit: the decorated definition. Nothing here depends on the rest of
 cnnjax, so every layer can use it.
+
+A name registered again by the SAME definition (same source file and qualified name: a module
+or a config file executed again, e.g. `config.imports` of an evaluation after the config file
+registered it, or `importlib.reload`) replaces the entry silently: registrations survive
+reloads. Another definition under a taken name is still an error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar, overload
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, TypeVar, overload
 
 T = TypeVar("T")
 
-__all__ = ["Registry"]
+__all__ = ["NameList", "Registry", "origin_of"]
+
+
+def origin_of(entry: Any) -> tuple[str, str] | None:
+    """(source file, qualified name) of a function or class, or of what an entry wraps (its
+    `registry_origin`); None when unknown (then a second registration is an error)."""
+    wrapped = getattr(entry, "registry_origin", None)
+    if wrapped is not None and not inspect.isclass(entry):
+        return wrapped
+    qualname = getattr(entry, "__qualname__", None)
+    if qualname is None:
+        return None
+    code = getattr(entry, "__code__", None)
+    if code is not None:
+        return code.co_filename, qualname
+    try:
+        return inspect.getfile(entry), qualname
+    except (TypeError, OSError):
+        return None
 
 
 class Registry(Generic[T]):
@@ -54,7 +78,9 @@ class Registry(Generic[T]):
                 raise ValueError(
                     f"register: a {self.kind} name (non-empty str) is needed; got {key!r}"
                 )
-            if key in self._entries and not overwrite:
+            same = key in self._entries and origin_of(entry) is not None and (
+                origin_of(self._entries[key]) == origin_of(entry))
+            if key in self._entries and not overwrite and not same:
                 raise ValueError(
                     f"register: {self.kind} {key!r} is already registered (pass overwrite=True)"
                 )
@@ -71,9 +97,9 @@ class Registry(Generic[T]):
             )
         return self._entries[name]
 
-    def names(self) -> list[str]:
-        """Registered names, sorted."""
-        return sorted(self._entries)
+    def names(self, *, in_order: bool = False) -> list[str]:
+        """Registered names, sorted (`in_order=True`: in registration order)."""
+        return list(self._entries) if in_order else sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -83,3 +109,34 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class NameList(Sequence[str]):
+    """The names of `registry` (sorted, or in registration order with `in_order=True`)
+    followed by `extra`, read when used: a tuple-like view that also lists entries
+    registered after import (e.g. a user's own data set)."""
+
+    def __init__(self, registry: Registry, *extra: str, in_order: bool = False) -> None:
+        self._registry = registry
+        self._extra = extra
+        self._in_order = in_order
+
+    def _names(self) -> tuple[str, ...]:
+        return (*self._registry.names(in_order=self._in_order), *self._extra)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __eq__(self, other: object) -> bool:
+        return tuple(self) == (tuple(other) if isinstance(other, NameList) else other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self._names())

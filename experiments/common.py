@@ -25,6 +25,7 @@ many times in one process (tests) and both scripts can be imported together.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import os
 import signal
@@ -35,18 +36,17 @@ from typing import Any
 
 import flax.errors
 import jax
-import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from cnnjax import data
+from cnnjax import workdir_layout as layout
 from cnnjax.checkpoint import to_json
+from cnnjax.export import parse_checkpoint, parse_formats
 from cnnjax.train.components import Components, build
-from cnnjax.train.config import prepare_config
-from cnnjax.train.evaluation import evaluate_checkpoint, load_config, restore
+from cnnjax.train.evaluation import evaluate_checkpoint, restore
 from cnnjax.train.loop import train
 from cnnjax.train.predict_io import write_predictions
-from cnnjax.viz.run_plots import write_plots
+from cnnjax.viz.run_plots import write_overlays, write_plots
 from experiments.cli_errors import (
     RUN_ERRORS,
     UsageError,
@@ -56,6 +56,7 @@ from experiments.cli_errors import (
 )
 from experiments.cli_help import help_text, wants_help
 from experiments.export_mode import FORMAT_HELP, run_export
+from experiments.run_config import check_task, run_config
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODES = ("train", "eval", "predict", "export")
@@ -179,30 +180,6 @@ def _env_int(name: str) -> int | None:
 # --------------------------------------------------------------------------- configs
 
 
-def check_task(config: ml_collections.ConfigDict, task: str, script: str) -> None:
-    """A classification script given a segmentation data set (or back) fails before any work."""
-    name = config.task.name
-    if name is None:
-        name = data.get_info(config.dataset, config.data_dir, **dict(config.dataset_options)).task
-    kinds = {"classification": ("classification", "binary"), "segmentation": ("segmentation",)}
-    if name not in kinds[task]:
-        other = "segment" if task == "classification" else "classify"
-        raise ValueError(
-            f"config.dataset={config.dataset!r} is a {name} task; experiments.{script} runs "
-            f"{task}: use `python -m experiments.{other}`"
-        )
-
-
-def run_config(fv: flags.FlagValues) -> ml_collections.ConfigDict:
-    """The config to run, resolved and validated (once per run): for eval/predict the
-    workdir's own `config.json` unless --config is given explicitly; otherwise the --config
-    file with its overrides."""
-    if fv.mode != "train" and not fv["config"].present:
-        if (Path(fv.workdir) / "config.json").exists():
-            return load_config(fv.workdir)
-    return prepare_config(fv.config)
-
-
 def which_checkpoint(value: str) -> str | int:
     if value in ("best", "latest"):
         return value
@@ -227,7 +204,8 @@ def main(argv: Sequence[str] | None = None, *, task: str, default_config: str) -
     if wants_help(argv):
         fv = flags.FlagValues()
         define_flags(fv, CONFIG_DIR / default_config, argv[:1])
-        print(help_text(f"experiments.{script}", __doc__, fv))
+        doc = importlib.import_module(f"experiments.{script}").__doc__ or ""
+        print(help_text(f"experiments.{script}", doc, fv))
         return 0
     workdir = created = None
     try:
@@ -235,10 +213,9 @@ def main(argv: Sequence[str] | None = None, *, task: str, default_config: str) -
         workdir = Path(fv.workdir)
         created = not workdir.exists()
         if fv.mode == "export":
-            return run_export(fv.workdir, fv.checkpoint, fv.format, fv.output,
-                              prog=f"experiments.{script}")
+            return _export(fv, argv, script)
         init_distributed(fv)
-        code = _run_mode(fv, task, script)
+        code = _run_mode(fv, argv, task, script)
     except UsageError as e:
         print(f"experiments.{script}: usage error: {e}", file=sys.stderr)
         code = 2
@@ -263,9 +240,25 @@ def _plot_final(c: Components, workdir: Path, split: str | None, state: Any) -> 
     _print_written(write_plots(c, state, workdir, split))
 
 
-def _run_mode(fv: flags.FlagValues, task: str, script: str) -> int:
+def _export(fv: flags.FlagValues, argv: Sequence[str], script: str) -> int:
+    """--mode=export: the run's config.json (+ overrides), no data set opened."""
+    try:  # usage errors first, before the workdir is read
+        parse_checkpoint(fv.checkpoint)
+        if fv.format != "auto":
+            parse_formats(fv.format)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    prog = f"experiments.{script}"
+    config = None
+    if (Path(fv.workdir) / layout.CONFIG_FILE).exists():
+        config = run_config(fv, argv, prog)
+    return run_export(fv.workdir, fv.checkpoint, fv.format, fv.output, prog=prog,
+                      config=config)
+
+
+def _run_mode(fv: flags.FlagValues, argv: Sequence[str], task: str, script: str) -> int:
     workdir = Path(fv.workdir)
-    config = run_config(fv)  # fail fast, before any data or device work
+    config = run_config(fv, argv, f"experiments.{script}")  # before any data or device work
     check_task(config, task, script)
     if fv.mode == "predict" and not fv.input:
         raise UsageError("--mode=predict needs --input (a folder of images, a .npy or a .npz)")
@@ -273,7 +266,8 @@ def _run_mode(fv: flags.FlagValues, task: str, script: str) -> int:
     if fv.mode == "eval" and not split:
         raise UsageError("--split is needed: the config has no test_split nor eval_split")
     which = "latest" if fv.mode == "train" else which_checkpoint(fv.checkpoint)
-    c = build(config)
+    # train opens (and checks) its data; eval opens only its split, predict none at all
+    c = build(config, open_data=fv.mode == "train")
     if fv.mode == "train":
         plot_split = config.test_split or config.eval_split
         summary = train(c, workdir, on_completed=functools.partial(
@@ -285,8 +279,9 @@ def _run_mode(fv: flags.FlagValues, task: str, script: str) -> int:
         if fv.mode == "eval":
             return _evaluate(c, fv, workdir, split, which)
         state, step, _ = restore(c, workdir, which)
-        output = Path(fv.output) if fv.output else workdir / "predictions"
-        _print_written(write_predictions(c, state, Path(fv.input), fv.input_key, output))
+        output = Path(fv.output) if fv.output else workdir / layout.PREDICTIONS_DIR
+        _print_written(write_predictions(c, state, Path(fv.input), fv.input_key, output,
+                                         overlays=write_overlays))
     except flax.errors.ScopeParamShapeError as e:
         raise ValueError(
             f"the checkpoint's variables were built for inputs of shape {c.info.image_shape} "
@@ -302,7 +297,7 @@ def _evaluate(c: Components, fv: flags.FlagValues, workdir: Path, split: str,
     result, state = evaluate_checkpoint(c, workdir, split, which)
     if jax.process_index() == 0:
         print(json.dumps(to_json(result)))
-        path = workdir / f"eval_{split}_{result['which']}.json"
+        path = workdir / layout.eval_file(split, result["which"])
         try:
             path.write_text(json.dumps(to_json(result), indent=2) + "\n")
         except OSError as e:

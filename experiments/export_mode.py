@@ -15,6 +15,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+import ml_collections
+
 from cnnjax.checkpoint import CorruptCheckpointError, StructureMismatchError
 from cnnjax.export import (
     ExportError,
@@ -31,8 +33,12 @@ FORMAT_HELP = (f"comma-separated export formats from {available_formats()}; 'aut
 
 
 def run_export(workdir: str, checkpoint: str = "best", formats: str = "auto",
-               output: str | None = None, *, prog: str = "experiments.export_mode") -> int:
-    """Export `workdir`'s checkpoint; returns the process exit code (see the module doc)."""
+               output: str | None = None, *, prog: str = "experiments.export_mode",
+               config: ml_collections.ConfigDict | None = None) -> int:
+    """Export `workdir`'s checkpoint; returns the process exit code (see the module doc).
+
+    `config`: a prepared config to use instead of the workdir's `config.json`.
+    """
     try:
         parse_checkpoint(checkpoint)
         if formats != "auto":
@@ -43,7 +49,7 @@ def run_export(workdir: str, checkpoint: str = "best", formats: str = "auto",
         print(f"{prog}: usage error: {e}", file=sys.stderr)
         return 2
     try:
-        paths = export_from_flags(workdir, checkpoint, formats, output)
+        paths = export_from_flags(workdir, checkpoint, formats, output, config)
     except (ExportError, FileNotFoundError, ValueError, TypeError,
             CorruptCheckpointError, StructureMismatchError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

@@ -1,12 +1,17 @@
-"""Semantic segmentation: train, evaluate or predict from one command.
+r"""Semantic segmentation: train, evaluate or predict from one command.
 
     python -m experiments.segment --workdir=runs/shapes_seg        # built-in data, a few minutes
     python -m experiments.segment --workdir=runs/isbi --config=experiments/configs/isbi2012_unet.py
     python -m experiments.segment --workdir=runs/isbi --mode=eval --checkpoint=best
     python -m experiments.segment --workdir=runs/isbi --mode=predict --input=images/
+    python -m experiments.segment --workdir=runs/isbi --mode=export --format=stablehlo
+    python -m experiments.segment --workdir=runs/mine --config.dataset=image_folder_seg \
+        --config.data_dir=/path/to/images_and_masks  # DIR/images/*, DIR/masks/* (same names)
 
-Without --config the run uses `experiments/configs/shapes_seg.py`. Flags, modes, outputs and
-the multi-host launch are described in `experiments/common.py` and the README.
+Without --config the run uses `experiments/configs/shapes_seg.py`. Modes: train (the default;
+the same command resumes), eval (--checkpoint=best|latest|STEP, --split), predict (--input: a
+folder of images, a .npy or a .npz; --output), export (--format=stablehlo,onnx,torch,
+--output). Outputs, multi-host launch and every field: the README.
 """
 
 import functools

@@ -215,14 +215,19 @@ def plan(workdir: Path, config_arg: str, overrides: Sequence[str], grid: dict[st
 
 
 def is_finished(run: Run) -> bool:
-    """A completed summary.json written by a run of the same config."""
+    """A completed summary.json written by a run of the same config (`dataset_info` aside:
+    training fills it in from the data)."""
     from cnnjax.checkpoint import to_json
 
     summary = results.read_json(run.workdir / "summary.json")
     saved = results.read_json(run.workdir / "config.json")
     if not (isinstance(summary, dict) and summary.get("status") == "completed"):
         return False
-    return saved == json.loads(json.dumps(to_json(run.config.to_dict())))
+    if not isinstance(saved, dict):
+        return False
+    planned = json.loads(json.dumps(to_json(run.config.to_dict())))
+    return ({k: v for k, v in saved.items() if k != "dataset_info"}
+            == {k: v for k, v in planned.items() if k != "dataset_info"})
 
 
 # --------------------------------------------------------------------------- main

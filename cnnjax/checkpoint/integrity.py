@@ -26,6 +26,7 @@ from cnnjax.checkpoint.structure import (
     nonfinite_paths,
     tree_fingerprint,
 )
+from cnnjax.workdir_layout import CORRUPT_DIR
 
 log = logging.getLogger("cnnjax.checkpoint")
 
@@ -119,7 +120,7 @@ def quarantine(directory: Path, step: int) -> bool:
     source = directory / str(step)
     if not source.exists():
         return False
-    dest_dir = directory.parent / "corrupt_checkpoints"
+    dest_dir = directory.parent / CORRUPT_DIR
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / f"{step}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     shutil.move(str(source), str(dest))

@@ -23,6 +23,7 @@ from typing import Any
 import jax
 
 from cnnjax.checkpoint.manager import to_json
+from cnnjax.workdir_layout import CONFIG_FILE, RUN_METADATA_FILE
 
 __all__ = ["git_info", "library_versions", "run_metadata", "write_run_metadata"]
 
@@ -127,8 +128,8 @@ def write_run_metadata(
     (temporary file + rename), so a kill never leaves half a file.
     """
     workdir = Path(workdir)
-    _write_json_atomic(workdir / "config.json", metadata.get("config", {}))
-    path = workdir / "run_metadata.json"
+    _write_json_atomic(workdir / CONFIG_FILE, metadata.get("config", {}))
+    path = workdir / RUN_METADATA_FILE
     runs: list[Any] = []
     if path.exists():
         try:

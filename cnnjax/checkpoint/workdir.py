@@ -14,6 +14,8 @@ import errno
 import os
 from pathlib import Path
 
+from cnnjax.workdir_layout import CHECKPOINT_DIR, CORRUPT_DIR, METRICS_FILE
+
 __all__ = [
     "NoUsableCheckpointError",
     "WorkdirNotWritableError",
@@ -21,10 +23,6 @@ __all__ = [
     "refuse_to_start_over",
     "workdir_history",
 ]
-
-CHECKPOINT_DIR = "checkpoints"
-CORRUPT_DIR = "corrupt_checkpoints"  # where `CheckpointManager` moves corrupt steps
-METRICS_FILE = "metrics.jsonl"
 
 
 class WorkdirNotWritableError(OSError):

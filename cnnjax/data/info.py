@@ -1,5 +1,5 @@
 """Metadata shared by every data source: `DataInfo`, argument checks used across the package,
-and `NameList`, the live list of a registry's names."""
+and `NameList` (re-exported from `cnnjax.registry`), the live list of a registry's names."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Literal
 
-from cnnjax.registry import Registry
+from cnnjax.registry import NameList
+
+__all__ = ["DataInfo", "NameList", "Task", "check_split"]
 
 Task = Literal["classification", "segmentation"]
 
@@ -64,32 +66,3 @@ def check_split(name: str, split: str, splits: Sequence[str]) -> None:
     """Raise a ValueError naming the accepted splits when `split` is not one of them."""
     if not isinstance(split, str) or split not in splits:
         raise ValueError(f"split={split!r} for data set {name!r}: expected one of {tuple(splits)}")
-
-
-class NameList(Sequence[str]):
-    """The names of `registry` (sorted) followed by `extra`, read when used: a tuple-like
-    view that also lists entries registered after import (e.g. a user's own data set)."""
-
-    def __init__(self, registry: Registry, *extra: str) -> None:
-        self._registry = registry
-        self._extra = extra
-
-    def _names(self) -> tuple[str, ...]:
-        return (*self._registry.names(), *self._extra)
-
-    def __getitem__(self, index):  # type: ignore[override]
-        return self._names()[index]
-
-    def __len__(self) -> int:
-        return len(self._names())
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._names()
-
-    def __eq__(self, other: object) -> bool:
-        return tuple(self) == (tuple(other) if isinstance(other, NameList) else other)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return repr(self._names())

@@ -2,7 +2,9 @@
 
 Names: `shapes`, `shapes_seg` (procedural, the defaults), `signals` (procedural 1D),
 `mnist`, `fashion_mnist`, `cifar10`, `isbi2012` (local .npz archives, see `cnnjax.data.local`
-for the splits) and `tfds:<catalog name>` (see `cnnjax.data.tfds_source`).
+for the splits), `image_folder`, `image_folder_seg` (a folder of your own images, `data_dir`
+= the folder; see `cnnjax.data.image_folder`, `cnnjax.data.image_folder_seg`) and
+`tfds:<catalog name>` (see `cnnjax.data.tfds_source`).
 
 A source has `len(source)`, `source[i]` -> dict of NumPy arrays (`image` uint8 (H, W, C) or
 (L, C); `label` int64 scalar or `mask` uint8 (H, W)) and `source.info` (a `DataInfo`).
@@ -21,10 +23,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from cnnjax.data import local, shapes, signals
+from cnnjax.data.image_folder import image_folder_source
+from cnnjax.data.image_folder_seg import image_folder_seg_source
 from cnnjax.data.info import DataInfo, NameList
+from cnnjax.data.npz_source import npz_source
 from cnnjax.data.subset import SUBSET_OPTIONS, labelled_subset
 from cnnjax.data.tfds_source import TfdsSource
-from cnnjax.registry import Registry
+from cnnjax.registry import Registry, origin_of
 
 __all__ = ["NAMES", "SOURCES", "Source", "SourceEntry", "get_info", "get_source",
            "register_source"]
@@ -47,6 +52,11 @@ class SourceEntry:
 
     build: Callable[..., Source]
     info: DataInfo | Callable[..., DataInfo] | None = None
+
+    @property
+    def registry_origin(self) -> tuple[str, str] | None:
+        """Where `build` is defined: registering it again from there is a reload."""
+        return origin_of(self.build)
 
 
 SOURCES: Registry[SourceEntry] = Registry("data set")
@@ -113,6 +123,11 @@ def _fashion_mnist(split: str, data_dir: Any, **options: Any) -> Source:
 
 register_source("cifar10", info=local.CIFAR10_INFO)(local.cifar10_source)
 register_source("isbi2012", info=local.ISBI2012_INFO)(local.isbi2012_source)
+# Your own images (data_dir = the folder; see their modules). No fixed info: `get_info` opens
+# the train split, whose file scan and statistics are cached.
+register_source("image_folder")(image_folder_source)
+register_source("image_folder_seg")(image_folder_seg_source)
+register_source("npz")(npz_source)  # an archive of your own (`experiments.folder_to_npz`)
 
 
 def get_source(

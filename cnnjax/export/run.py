@@ -3,10 +3,13 @@
     export_run("runs/mnist", checkpoint="best", formats="stablehlo,onnx")
     # -> runs/mnist/export/step_<n>/{model.stablehlo, model.onnx, export.json}
 
-The run is rebuilt from its own `config.json` (`train.evaluation.load_config` and
-`train.components.build`), its checkpoint restored read-only, and the
-input shape is what the evaluation pipeline feeds the model: the data set's image shape after
-the deterministic (eval-mode) augmentation ops of the config (resize, center crop).
+The run is rebuilt from its own `config.json` (`train.evaluation.load_config`, or a config
+given by the caller, e.g. with command-line overrides) WITHOUT opening its data set
+(`train.components.build(config, open_data=False)`: classes, image shape and normalisation
+come from `config.dataset_info`), so a copy of the workdir exports on a machine that lacks
+the training data. Its checkpoint is restored read-only; the input shape is what the
+evaluation pipeline feeds the model: the saved image shape after the deterministic
+(eval-mode) augmentation ops of the config (resize, center crop).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
 from cnnjax import models
@@ -27,10 +31,10 @@ from cnnjax.data.transforms import apply_ops
 from cnnjax.export.core import export_model, parse_formats
 from cnnjax.train.components import Components, build
 from cnnjax.train.evaluation import CHECKPOINT_DIR, checkpoints, load_config
+from cnnjax.workdir_layout import EXPORT_DIR
 
 __all__ = ["default_formats", "export_from_flags", "export_run", "parse_checkpoint"]
 
-EXPORT_DIR = "export"
 _TORCHVISION_FAMILIES = (models.ResNet, models.VGG, models.AlexNet)
 
 
@@ -62,15 +66,17 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def restore_run(workdir: str | os.PathLike, checkpoint: str | int) -> tuple[Components, Restored]:
+def restore_run(workdir: str | os.PathLike, checkpoint: str | int,
+                config: ml_collections.ConfigDict | None = None) -> tuple[Components, Restored]:
     """(built run, restored checkpoint) of `workdir`; FileNotFoundError when either is missing.
 
-    "best" falls back to "latest" when the run never validated (as `evaluate` does).
+    `config`: a prepared config to use instead of the workdir's `config.json`. No data set is
+    opened. "best" falls back to "latest" when the run never validated (as `evaluate` does).
     """
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise FileNotFoundError(f"workdir {str(workdir)!r} does not exist (or is not a folder)")
-    c = build(load_config(workdir))
+    c = build(load_config(workdir) if config is None else config, open_data=False)
     directory = workdir / CHECKPOINT_DIR
     if not directory.is_dir():
         raise FileNotFoundError(f"no checkpoints in {directory}: train first")
@@ -85,9 +91,23 @@ def restore_run(workdir: str | os.PathLike, checkpoint: str | int) -> tuple[Comp
 
 
 def eval_input_shape(c: Components) -> tuple[int, ...]:
-    """One example's shape as the evaluation pipeline gives it (eval-mode ops applied)."""
+    """One example's shape as the evaluation pipeline gives it: the eval-mode ops applied to
+    a blank record of the data set's image shape (no data is read)."""
+    shape = tuple(c.info.image_shape)
+    if None in shape:
+        if c.train_source is None:
+            raise ValueError(
+                f"data set {c.info.name!r} has variable image sizes {shape}: the export input "
+                "shape is unknown; give the run a fixed size (augment='resize(...)')")
+        record = dict(c.train_source[0])
+    else:
+        record = {"image": np.zeros(shape, np.uint8)}
+        if c.info.task == "segmentation":
+            record["mask"] = np.zeros(shape[:-1], np.uint8)
+        else:
+            record["label"] = np.int64(0)
     ops, _ = augment_lib.build_ops(c.config.augment or None, c.info)
-    record = apply_ops(ops, dict(c.train_source[0]), np.random.default_rng(0), train=False)
+    record = apply_ops(ops, record, np.random.default_rng(0), train=False)
     return tuple(int(d) for d in np.shape(record["image"]))
 
 
@@ -127,11 +147,14 @@ def export_run(
     formats: str | Sequence[str] = "auto",
     output_dir: str | os.PathLike | None = None,
     onnx_batch_size: int = 1,
+    config: ml_collections.ConfigDict | None = None,
 ) -> dict[str, Path]:
     """Export `workdir`'s checkpoint ("best", "latest" or a step) in `formats`.
 
     `formats="auto"`: `default_formats(model)`. `output_dir` defaults to
-    `workdir/export/step_<step>`. Returns `{format: main file, "export.json": path}`.
+    `workdir/export/step_<step>`. `config`: a prepared config instead of the workdir's
+    `config.json` (the scripts pass it with their --config.FIELD overrides). Returns
+    `{format: main file, "export.json": path}`.
     Raises ValueError for a bad format or checkpoint (before any work), FileNotFoundError for
     a missing workdir, config or checkpoint, ExportError when a format cannot be written.
     """
@@ -139,7 +162,7 @@ def export_run(
     if formats != "auto":
         formats = parse_formats(formats)
     workdir = Path(workdir)
-    c, restored = restore_run(workdir, checkpoint)
+    c, restored = restore_run(workdir, checkpoint, config)
     if formats == "auto":
         formats = default_formats(c.model)
     state = restored.state
@@ -155,7 +178,8 @@ def export_run(
 
 
 def export_from_flags(workdir: str, checkpoint: str = "best", formats: str = "auto",
-                      output: str | None = None) -> dict[str, Path]:
+                      output: str | None = None,
+                      config: ml_collections.ConfigDict | None = None) -> dict[str, Path]:
     """The `--mode=export` of the experiment scripts: flag strings in, files out.
 
     Bad `--checkpoint`/`--format` values raise ValueError before anything is loaded (the
@@ -164,5 +188,5 @@ def export_from_flags(workdir: str, checkpoint: str = "best", formats: str = "au
     if not workdir:
         raise ValueError("--workdir is needed for --mode=export")
     return export_run(workdir, checkpoint=checkpoint, formats=formats or "auto",
-                      output_dir=output or None)
+                      output_dir=output or None, config=config)
 

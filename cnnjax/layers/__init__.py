@@ -17,7 +17,14 @@ from cnnjax.layers.blocks import (
     symmetric_padding,
 )
 from cnnjax.layers.conv import Conv, ConvTranspose
-from cnnjax.layers.norm import NORMS, check_norm_name, make_norm
+from cnnjax.layers.norm import (
+    NORM_REGISTRY,
+    NORMS,
+    NormOptions,
+    check_norm_name,
+    make_norm,
+    register_norm,
+)
 from cnnjax.layers.pooling import (
     AdaptiveAvgPool,
     AdaptiveMaxPool,
@@ -41,6 +48,7 @@ from cnnjax.layers.unet import (
 
 __all__ = [
     "NORMS",
+    "NORM_REGISTRY",
     "UNET_PADDINGS",
     "UPSAMPLE_MODES",
     "AdaptiveAvgPool",
@@ -58,6 +66,7 @@ __all__ = [
     "GlobalMaxPool",
     "LpPool",
     "MaxPool",
+    "NormOptions",
     "PreActBasicBlock",
     "PreActBottleneck",
     "ResidualBlock",
@@ -67,5 +76,6 @@ __all__ = [
     "check_norm_name",
     "make_norm",
     "pad_to",
+    "register_norm",
     "symmetric_padding",
 ]

@@ -5,6 +5,10 @@ class, or `None` for `"none"`) that blocks and models call as `norm(name="bn1")`
 style of Flax's ImageNet example. The mode (`train`) is bound when the factory is made, so
 blocks do not need a `train` argument of their own.
 
+Norms are a registry (`NORM_REGISTRY`): `@register_norm("name")` on
+`build(options: NormOptions) -> factory | None` adds one (here, or in a file listed in a run
+config's `imports`), and models accept its name as their `norm` option.
+
 Batch norm across devices: with `axis_name` set (inside `shard_map`/`pmap` over that axis),
 Flax averages E[x] and E[x^2] over the devices (`use_fast_variance=True`) and derives the
 variance from those, which equals the variance of the global batch.
@@ -12,23 +16,81 @@ variance from those, which equals the variance of the global batch.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.checks import check_choice, check_int
-
-NORMS: tuple[str, ...] = ("batch", "group", "layer", "instance", "none")
+from cnnjax.registry import NameList, Registry
 
 NormFactory = Callable[..., nn.Module]
 
 
+@dataclasses.dataclass(frozen=True)
+class NormOptions:
+    """What `make_norm` passes to a registered norm's `build` (see `make_norm`'s Args)."""
+
+    train: bool
+    axis_name: str | None
+    dtype: Any
+    param_dtype: Any
+    num_groups: int
+    momentum: float
+    epsilon: float
+    spatial_dims: int
+
+    @property
+    def common(self) -> dict[str, Any]:
+        """dtype, param_dtype and epsilon: what every Flax norm takes."""
+        return {"dtype": self.dtype, "param_dtype": self.param_dtype, "epsilon": self.epsilon}
+
+
+NORM_REGISTRY: Registry[Callable[[NormOptions], NormFactory | None]] = Registry("norm")
+NORMS: Sequence[str] = NameList(NORM_REGISTRY, in_order=True)
+"""The registered norm names, in registration order (a live view)."""
+
+
+def register_norm(name: str) -> Callable[[Callable], Callable]:
+    """Decorator registering `build(options: NormOptions) -> factory | None` as `name`."""
+    return NORM_REGISTRY.register(name)
+
+
+@register_norm("batch")
+def _batch(o: NormOptions) -> NormFactory:
+    return functools.partial(nn.BatchNorm, use_running_average=not o.train,
+                             momentum=o.momentum, axis_name=o.axis_name, **o.common)
+
+
+@register_norm("group")
+def _group(o: NormOptions) -> NormFactory:
+    check_int(o.num_groups, "num_groups")
+    return functools.partial(nn.GroupNorm, num_groups=o.num_groups, **o.common)
+
+
+@register_norm("layer")
+def _layer(o: NormOptions) -> NormFactory:
+    check_choice(o.spatial_dims, "spatial_dims", (0, 1, 2, 3))
+    axes = tuple(range(-(o.spatial_dims + 1), 0))
+    return functools.partial(nn.LayerNorm, reduction_axes=axes, feature_axes=-1, **o.common)
+
+
+@register_norm("instance")
+def _instance(o: NormOptions) -> NormFactory:
+    return functools.partial(nn.InstanceNorm, **o.common)
+
+
+@register_norm("none")
+def _none(o: NormOptions) -> None:
+    return None
+
+
 def check_norm_name(norm: Any) -> str:
     """`norm` is one of `NORMS`; returns it."""
-    return check_choice(norm, "norm", NORMS)
+    return check_choice(norm, "norm", tuple(NORMS))
 
 
 def make_norm(
@@ -64,22 +126,6 @@ def make_norm(
       A callable `(**module_kwargs) -> nn.Module` (e.g. `name=`, `scale_init=`), or None.
     """
     check_norm_name(norm)
-    common = dict(dtype=dtype, param_dtype=param_dtype, epsilon=epsilon)
-    if norm == "batch":
-        return functools.partial(
-            nn.BatchNorm,
-            use_running_average=not train,
-            momentum=momentum,
-            axis_name=axis_name,
-            **common,
-        )
-    if norm == "group":
-        check_int(num_groups, "num_groups")
-        return functools.partial(nn.GroupNorm, num_groups=num_groups, **common)
-    if norm == "layer":
-        check_choice(spatial_dims, "spatial_dims", (0, 1, 2, 3))
-        axes = tuple(range(-(spatial_dims + 1), 0))
-        return functools.partial(nn.LayerNorm, reduction_axes=axes, feature_axes=-1, **common)
-    if norm == "instance":
-        return functools.partial(nn.InstanceNorm, **common)
-    return None
+    options = NormOptions(train, axis_name, dtype, param_dtype, num_groups, momentum, epsilon,
+                          spatial_dims)
+    return NORM_REGISTRY.get(norm)(options)

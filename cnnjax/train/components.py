@@ -2,8 +2,11 @@
 
 `build(config)` is cheap: it creates no parameter and compiles no step. The config must come
 from `cnnjax.train.config.prepare_config` (resolved and validated once, at the entry point);
-`build` does not check it again. `make_batches(config, split, train=...)` is the one place a
-run's input pipeline is made (training, periodic evaluation and prediction use it).
+`build` does not check it again. `build(config, open_data=False)` opens no data set: the
+model, task and normalisation come from `config.dataset_info` (what a trained run saved, see
+`cnnjax.train.dataset_info`), which is what export and predict use.
+`make_batches(config, split, train=...)` is the one place a run's input pipeline is made
+(training, periodic evaluation and prediction use it).
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import ml_collections
 from cnnjax import data as data_lib
 from cnnjax import models
 from cnnjax.train.compile_cache import enable_compilation_cache
+from cnnjax.train.dataset_info import check_matches, info_from_config, train_records, with_info
 from cnnjax.train.optim import make_optimizer, make_schedule
 from cnnjax.train.parallel import make_mesh
+from cnnjax.train.schedules import SCHEDULE_REGISTRY
 from cnnjax.train.state import TrainState, create_train_state
 from cnnjax.train.steps import make_eval_step, make_train_step
 from cnnjax.train.tasks import Task, make_task
@@ -29,16 +34,15 @@ __all__ = ["Components", "build", "make_batches"]
 
 log = logging.getLogger("cnnjax.train")
 
-# Schedules that reject warmup_steps >= their length (the others simply never leave warm-up).
-_NEEDS_SHORT_WARMUP = ("cosine", "warmup_cosine", "one_cycle")
 
 
 @dataclasses.dataclass
 class Components:
     """Everything a run builds from its config (reusable by scripts and tests).
 
-    `config` is the resolved config as given (saved in checkpoints); `tx` and `schedule` may
-    use a shorter warm-up than it states (clipped to the run, see `build`).
+    `config` is the resolved config as given, with `dataset_info` filled (saved in
+    checkpoints and config.json); `tx` and `schedule` may use a shorter warm-up than it states
+    (clipped to the run, see `build`). `train_source` is None when built without data.
     """
 
     config: ml_collections.ConfigDict
@@ -86,6 +90,7 @@ def make_batches(
         source = data_lib.get_source(config.dataset, split, config.data_dir,
                                      **dict(config.dataset_options))
     local = {"process_index": 0, "process_count": 1} if whole_split else {}
+    saved = info_from_config(config)  # the run's own normalisation, once it has one
     return data_lib.make_pipeline(
         source,
         batch_size=config.batch_size if train else config.eval_batch_size or config.batch_size,
@@ -97,6 +102,7 @@ def make_batches(
         worker_count=config.data.worker_count,
         read_threads=config.data.read_threads,
         prefetch_buffer_size=config.data.prefetch_buffer_size,
+        info=saved,
         **local,
     )
 
@@ -114,7 +120,8 @@ def _optimizer_config(config: ml_collections.ConfigDict, updates: int
     """`config`, with a warm-up longer than the run clipped to it (and a warning), so that
     shortening a run with `--config.num_train_steps=N` alone works."""
     warmup = int(config.schedule.warmup_steps or 0)
-    if config.schedule.name not in _NEEDS_SHORT_WARMUP or warmup < updates:
+    # schedules of a known length reject warmup_steps >= it (the others never leave warm-up)
+    if not SCHEDULE_REGISTRY.get(config.schedule.name).needs_total or warmup < updates:
         return config
     clipped = updates - 1
     log.warning("config.schedule.warmup_steps=%d is not shorter than the run's %d optimizer "
@@ -124,24 +131,48 @@ def _optimizer_config(config: ml_collections.ConfigDict, updates: int
     return config
 
 
-def build(config: ml_collections.ConfigDict) -> Components:
+def _data(config: ml_collections.ConfigDict, open_data: bool
+          ) -> tuple[ml_collections.ConfigDict, data_lib.DataInfo, Any, int | None]:
+    """(config with dataset_info, info, train source or None, train size or None).
+
+    With data: the train split is opened (and the eval/test splits, so that a bad split fails
+    before training); a saved `dataset_info` must match it. Without: the saved info, else
+    the data set's registered metadata (`get_info`, which opens nothing for most data sets).
+    """
+    saved = info_from_config(config)
+    if not open_data:
+        if saved is not None:
+            return config, saved, None, train_records(config)
+        info = data_lib.get_info(config.dataset, config.data_dir, **dict(config.dataset_options))
+        return config, info, None, None
+    options = dict(config.dataset_options)
+    source = data_lib.get_source(config.dataset, config.train_split, config.data_dir, **options)
+    for split in {config.eval_split, config.test_split} - {None, config.train_split}:
+        data_lib.get_source(config.dataset, split, config.data_dir, **options)
+    if saved is None:
+        return with_info(config, source.info, len(source)), source.info, source, len(source)
+    check_matches(saved, source.info)
+    return config, saved, source, len(source)
+
+
+def build(config: ml_collections.ConfigDict, *, open_data: bool = True) -> Components:
     """Data source, model, task, optimizer, mesh and steps of a resolved, validated `config`.
 
+    `open_data=False`: no data set is opened (export, predict): the info comes from
+    `config.dataset_info` and `train_source` is None; steps per epoch come from the saved
+    train size (1 when unknown: only the optimizer's schedule values depend on it, not the
+    structure of a checkpoint).
+
     Also turns on JAX's persistent compilation cache unless `config.compilation_cache` is
-    False (`cnnjax.train.compile_cache`): every entry point builds before it compiles."""
+    False (`cnnjax.train.compile_cache`): every entry point builds before it compiles.
+    """
     enable_compilation_cache(bool(config.compilation_cache))
     mesh = make_mesh(config.parallel.num_devices)
-    train_source = data_lib.get_source(
-        config.dataset, config.train_split, config.data_dir, **dict(config.dataset_options)
-    )
-    info = train_source.info
-    for split in {config.eval_split, config.test_split} - {None, config.train_split}:
-        # opened now so that a bad split (labels out of range...) fails before training
-        data_lib.get_source(config.dataset, split, config.data_dir, **dict(config.dataset_options))
-    steps_per_epoch = len(train_source) // config.batch_size
+    config, info, train_source, records = _data(config, open_data)
+    steps_per_epoch = (records if records is not None else config.batch_size) // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(
-            f"config.batch_size={config.batch_size} is larger than the {len(train_source)} "
+            f"config.batch_size={config.batch_size} is larger than the {records} "
             f"examples of {config.dataset!r}/{config.train_split!r}"
         )
     if config.num_train_steps is not None:  # wins over num_epochs
@@ -151,6 +182,10 @@ def build(config: ml_collections.ConfigDict) -> Components:
     task = make_task(config.task, info)
     model = models.create(config.model, num_classes=info.num_classes, **dict(config.model_options))
     updates = max(1, total // int(config.optimizer.accumulate_steps))
+    if records is None and config.num_train_steps is None:
+        # length unknown (an older run's config without dataset_info, built without data):
+        # only the optimizer's structure matters then; keep the warm-up whole, no warning
+        updates = max(updates, int(config.schedule.warmup_steps or 0) + 1)
     opt_config = _optimizer_config(config, updates)
     tx = make_optimizer(opt_config, updates)
     kw = {"strategy": config.parallel.strategy, "mesh": mesh, "precision": config.precision}

@@ -4,9 +4,17 @@ Configs are `ml_collections.ConfigDict`s, overridable from the command line the 
 examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
 
     seed                   root of every random number of the run (init, dropout, data order)
+    imports                your own code to import before anything is built: module names or
+                           .py files that register models, data sets, augmentations...
+                           (saved absolute in config.json; see `cnnjax.train.user_code`)
     model, model_options   registry name (`cnnjax.models.list_models()`) and its options
     dataset, dataset_options, data_dir
-                           `cnnjax.data.get_source` name, options and archive folder
+                           `cnnjax.data.get_source` name, options and archive folder (for
+                           `image_folder`/`image_folder_seg`: the folder of images)
+    dataset_info           what the run learned about its data (class names, image shape,
+                           mean/std, train size): empty = filled from the train split when the
+                           run is built, then saved in config.json, so export and predict need
+                           no data (`cnnjax.train.dataset_info`)
     train_split, eval_split, test_split
                            splits for training, periodic validation (selects the best
                            checkpoint) and the final test (None: skip)
@@ -36,7 +44,11 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
     precision              "float32" | "bfloat16" (compute; master weights stay float32)
     task.name              None: from the data set ("classification" | "segmentation");
                            or "binary"
-    task.label_smoothing, task.segmentation_loss ("ce" | "dice" | "ce+dice"),
+    task.label_smoothing, task.segmentation_loss (registered terms joined by "+", e.g.
+                           "ce", "dice", "ce+dice(smooth=0.1)"; `train.tasks.losses`),
+    task.classification_loss
+                           the same for classification ("ce": cross-entropy with
+                           task.label_smoothing)
     task.ignore_label, task.dice_smooth
     augment                `cnnjax.data.augment` spec string, e.g. "random_crop(padding=4)|hflip"
     data.worker_count, data.read_threads, data.prefetch_buffer_size, data.normalize
@@ -73,10 +85,17 @@ from ml_collections import config_dict
 
 from cnnjax import data, models
 from cnnjax.checks import check_choice, check_int
+from cnnjax.train.dataset_info import info_from_config
 from cnnjax.train.determinism import configure_determinism
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
 from cnnjax.train.steps import PRECISIONS, STRATEGIES
-from cnnjax.train.tasks import SEGMENTATION_LOSSES
+from cnnjax.train.tasks import (
+    CLASSIFICATION_LOSS_REGISTRY,
+    SEGMENTATION_LOSS_REGISTRY,
+    TASK_NAMES,
+    parse_loss,
+)
+from cnnjax.train.user_code import import_user_code
 
 __all__ = [
     "default_config",
@@ -85,7 +104,7 @@ __all__ = [
     "validate_config",
 ]
 
-_FREE_FORM = ("model_options", "dataset_options")
+_FREE_FORM = ("model_options", "dataset_options", "dataset_info")
 
 
 def _optimizer_defaults() -> ml_collections.ConfigDict:
@@ -126,11 +145,13 @@ def default_config() -> ml_collections.ConfigDict:
     """Every field a cnnjax run reads, with defaults that train `resnet_tiny` on `shapes`."""
     c = ml_collections.ConfigDict()
     c.seed = 0
+    c.imports = ()
     c.model = "resnet_tiny"
     c.model_options = ml_collections.ConfigDict()
     c.dataset = "shapes"
     c.dataset_options = ml_collections.ConfigDict()
     c.data_dir = config_dict.placeholder(str)
+    c.dataset_info = ml_collections.ConfigDict()
     c.train_split = "train"
     c.eval_split = "val"
     c.test_split = config_dict.placeholder(str)
@@ -165,6 +186,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.task.name = config_dict.placeholder(str)
     c.task.label_smoothing = 0.0
     c.task.segmentation_loss = "ce"
+    c.task.classification_loss = "ce"
     c.task.ignore_label = config_dict.placeholder(int)
     c.task.dice_smooth = 1.0
 
@@ -205,10 +227,18 @@ def _merge(defaults: ml_collections.ConfigDict, user: Mapping[str, Any], prefix:
 def resolve_config(
     config: Mapping[str, Any] | ml_collections.ConfigDict,
 ) -> ml_collections.ConfigDict:
-    """`default_config()` updated with `config`; an unknown field (a typo) is a `ValueError`."""
+    """`default_config()` updated with `config`; an unknown field (a typo) is a `ValueError`.
+
+    `config.imports` is imported here, first, so that its registrations exist when the
+    config's names are checked and its parts built.
+    """
     user = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     resolved = default_config()
     _merge(resolved, user, "")
+    imports = resolved.imports
+    if isinstance(imports, str):
+        imports = (imports,)
+    resolved.imports = import_user_code(tuple(imports or ()))
     return resolved
 
 
@@ -236,18 +266,25 @@ def _check_names(config: ml_collections.ConfigDict) -> None:
     if config.model not in models.list_models():
         raise ValueError(
             f"config.model={config.model!r}: unknown model; expected one of {models.list_models()}"
-        )
+            " (a model of your own: list the module or .py file that registers it in "
+            "config.imports)")
     dataset = config.dataset
     if not isinstance(dataset, str) or not (dataset in data.NAMES or dataset.startswith("tfds:")):
         raise ValueError(f"config.dataset={dataset!r}: unknown data set; expected one of "
-                         f"{data.NAMES}")
+                         f"{data.NAMES} (a data set of your own: list the module or .py file "
+                         "that registers it in config.imports)")
     _choice(config, "optimizer.name", OPTIMIZERS)
     _choice(config, "schedule.name", SCHEDULES)
     _choice(config, "parallel.strategy", STRATEGIES)
     _choice(config, "precision", tuple(PRECISIONS))
-    _choice(config, "task.segmentation_loss", SEGMENTATION_LOSSES)
+    for field, registry in (("segmentation_loss", SEGMENTATION_LOSS_REGISTRY),
+                            ("classification_loss", CLASSIFICATION_LOSS_REGISTRY)):
+        try:  # terms joined by "+", each registered, with options its function takes
+            parse_loss(config.task[field], registry=registry)
+        except ValueError as e:
+            raise ValueError(f"config.task.{field}: {e}") from e
     if config.task.name is not None:
-        _choice(config, "task.name", ("classification", "segmentation", "binary"))
+        _choice(config, "task.name", tuple(TASK_NAMES))
     if config.best_mode is not None:
         _choice(config, "best_mode", ("max", "min"))
     _float(config, "optimizer.learning_rate", minimum=0.0)
@@ -303,6 +340,7 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
     """
     _check_names(config)
     _check_numbers(config)
+    info_from_config(config)  # a stated dataset_info must be a whole, consistent DataInfo
     if num_devices is None:
         available = jax.device_count()
         num_devices = config.parallel.num_devices or available

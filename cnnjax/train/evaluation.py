@@ -16,6 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from cnnjax import workdir_layout as layout
 from cnnjax.checkpoint import CheckpointManager
 from cnnjax.data.prefetch import Prefetch
 from cnnjax.train.components import Components, build, make_batches
@@ -27,7 +28,7 @@ from cnnjax.train.state import TrainState
 
 __all__ = ["CHECKPOINT_DIR", "check_best_metric", "evaluate", "load_config", "restore", "run_eval"]
 
-CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_DIR = layout.CHECKPOINT_DIR
 
 
 def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -94,7 +95,7 @@ def restore(c: Components, workdir: str | Path, which: str | int = "latest"
 
 def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
     """The resolved, validated config a run wrote to `workdir/config.json`."""
-    path = Path(workdir) / "config.json"
+    path = Path(workdir) / layout.CONFIG_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: is {workdir} a cnnjax workdir?")
     return prepare_config(json.loads(path.read_text()))
@@ -120,7 +121,8 @@ def evaluate(
     changed. Returns `{"step", "split", "which", **metrics}`.
     """
     config = load_config(workdir) if config is None else prepare_config(config)
-    return evaluate_checkpoint(build(config), workdir, split, which)[0]
+    # only `split` is opened: the model and normalisation come from config.dataset_info
+    return evaluate_checkpoint(build(config, open_data=False), workdir, split, which)[0]
 
 
 def check_best_metric(c: Components, state: TrainState) -> None:

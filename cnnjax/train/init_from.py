@@ -40,6 +40,7 @@ from cnnjax.models.pretrained import FORMATS
 from cnnjax.train.components import Components, build
 from cnnjax.train.evaluation import load_config, restore
 from cnnjax.train.state import TrainState
+from cnnjax.workdir_layout import CONFIG_FILE
 
 __all__ = ["HEAD_MODULES", "initialise", "merge_variables", "parse_init_from", "read_init_from"]
 
@@ -64,7 +65,7 @@ def parse_init_from(spec: str) -> tuple[str, Path, str | int | None]:
     head, _, tail = spec.rpartition(":")
     if head and (tail in _WHICH or tail.isdigit()):
         path, which = head, int(tail) if tail.isdigit() else tail
-    if not (Path(path) / "config.json").is_file():
+    if not (Path(path) / CONFIG_FILE).is_file():
         raise ValueError(
             f"config.init_from={spec!r}: not a weights file ({', '.join(FORMATS)}) nor a cnnjax "
             "workdir (no config.json); for a workdir, optionally add ':best', ':latest' or "
@@ -74,7 +75,7 @@ def parse_init_from(spec: str) -> tuple[str, Path, str | int | None]:
 
 
 def _from_workdir(path: Path, which: str | int | None) -> tuple[Flat, str]:
-    source = build(load_config(path))
+    source = build(load_config(path), open_data=False)  # weights only, not its data
     state, step, used = restore(source, path, "best" if which is None else which)
     variables = {"params": state.params, **state.model_state}
     return traverse_util.flatten_dict(jax.device_get(variables)), f"{path} step {step} ({used})"

@@ -61,12 +61,12 @@ from cnnjax.train.determinism import configure_determinism
 from cnnjax.train.evaluation import check_best_metric, checkpoints
 from cnnjax.train.run import Run
 from cnnjax.train.state import TrainState
+from cnnjax.workdir_layout import SUMMARY_FILE
 
 __all__ = ["SUMMARY_FILE", "itstime", "train", "train_and_evaluate"]
 
 log = logging.getLogger("cnnjax.train")
 
-SUMMARY_FILE = "summary.json"
 
 
 def itstime(step: int, every: int, total: int) -> bool:

@@ -5,7 +5,8 @@ A config is a run config (`cnnjax.train.config.default_config()`: its `optimizer
 dict or `ml_collections.ConfigDict` with these fields (defaults in
 brackets; unknown fields are an error, so a typo cannot pass silently):
 
-    name              sgd | momentum | nesterov | adam | adamw | lamb | lars
+    name              sgd | momentum | nesterov | adam | adamw | lamb | lars, or any name
+                      registered in `cnnjax.train.optimizers` (one function each)
     learning_rate     peak learning rate (required)
     momentum          [0 for sgd, 0.9 for momentum, nesterov and lars]
     nesterov          [False; True for "nesterov"]
@@ -44,12 +45,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import optax
 
+from cnnjax.train.optimizers import OPTIMIZER_REGISTRY, OPTIMIZERS, decay_mask
 from cnnjax.train.schedules import (
     SCHEDULES,
-    Schedule,
     as_dict,
     config_number,
     config_steps,
@@ -67,7 +67,6 @@ __all__ = [
     "path_name",
 ]
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "lamb", "lars")
 
 # --------------------------------------------------------------------------- masks
 
@@ -83,11 +82,6 @@ def path_name(path: tuple[Any, ...]) -> str:
         else:
             parts.append(str(key))
     return "/".join(parts)
-
-
-def decay_mask(params: Any) -> Any:
-    """True for parameters that get weight decay: ndim > 1 (kernels), not biases/scales."""
-    return jax.tree.map(lambda p: jnp.ndim(p) > 1, params)
 
 
 def matched_path_names(params: Any, patterns: tuple[str, ...], option: str) -> Any:
@@ -146,40 +140,12 @@ def _lr_multipliers(value: Any) -> tuple[tuple[str, float], ...]:
 # --------------------------------------------------------------------------- optimizers
 
 
-def _optimizer(name: str, cfg: Mapping[str, Any], schedule: Schedule
-               ) -> list[optax.GradientTransformation]:
-    """[clip] -> [L2] -> the named optimizer, for the trainable parameters."""
-    wd = float(config_number(cfg, "weight_decay", 0.0))
-    momentum = float(config_number(cfg, "momentum", 0.0 if name == "sgd" else 0.9))
-    nesterov = cfg.get("nesterov", name == "nesterov")
-    if not isinstance(nesterov, bool):
-        raise ValueError(f"optimizer config nesterov={nesterov!r}; expected a bool")
-    b1 = float(config_number(cfg, "b1", 0.9))
-    b2 = float(config_number(cfg, "b2", 0.999))
-    eps = float(config_number(cfg, "eps", 1e-6 if name == "lamb" else 1e-8))
-    parts: list[optax.GradientTransformation] = []
-    clip = config_number(cfg, "grad_clip_norm", None)
-    if clip is not None:
-        parts.append(optax.clip_by_global_norm(float(clip)))
-    if name in ("sgd", "momentum", "nesterov", "adam") and wd > 0:
-        parts.append(optax.add_decayed_weights(wd, mask=decay_mask))
-    if name in ("sgd", "momentum", "nesterov"):
-        if nesterov and momentum == 0:
-            raise ValueError("nesterov=True needs momentum > 0")
-        parts.append(optax.sgd(schedule, momentum=momentum or None, nesterov=nesterov))
-    elif name == "adam":
-        parts.append(optax.adam(schedule, b1=b1, b2=b2, eps=eps))
-    elif name == "adamw":
-        parts.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=wd, mask=decay_mask))
-    elif name == "lamb":
-        parts.append(optax.lamb(schedule, b1=b1, b2=b2, eps=eps, weight_decay=wd, mask=decay_mask))
-    else:  # lars
-        parts.append(optax.lars(
-            schedule, weight_decay=wd, weight_decay_mask=decay_mask, trust_ratio_mask=decay_mask,
-            trust_coefficient=float(config_number(cfg, "trust_coefficient", 0.001)),
-            momentum=momentum, nesterov=nesterov,
-        ))
-    return parts
+def _check_shared_fields(cfg: Mapping[str, Any]) -> None:
+    """Every optimizer's config is checked the same way, whichever fields it reads."""
+    for key in ("weight_decay", "momentum", "b1", "b2", "eps", "trust_coefficient"):
+        config_number(cfg, key, None)
+    if not isinstance(cfg.get("nesterov", False), bool):
+        raise ValueError(f"optimizer config nesterov={cfg.get('nesterov')!r}; expected a bool")
 
 
 def make_optimizer(cfg: Any, total_steps: int | None = None) -> optax.GradientTransformation:
@@ -191,9 +157,14 @@ def make_optimizer(cfg: Any, total_steps: int | None = None) -> optax.GradientTr
     """
     cfg = as_dict(cfg)
     name = cfg.get("name")
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer name={name!r}; expected one of {OPTIMIZERS}")
-    parts = _optimizer(name, cfg, make_schedule(cfg, total_steps))
+    if name not in OPTIMIZER_REGISTRY:
+        raise ValueError(f"optimizer name={name!r}; expected one of {tuple(OPTIMIZERS)}")
+    _check_shared_fields(cfg)
+    parts: list[optax.GradientTransformation] = []
+    clip = config_number(cfg, "grad_clip_norm", None)
+    if clip is not None:
+        parts.append(optax.clip_by_global_norm(float(clip)))
+    parts += OPTIMIZER_REGISTRY.get(name)(cfg, make_schedule(cfg, total_steps))
     multipliers = _lr_multipliers(cfg.get("lr_multipliers"))
     if multipliers:
         patterns = tuple(p for p, _ in multipliers)

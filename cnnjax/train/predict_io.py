@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +18,19 @@ import jax
 import numpy as np
 from PIL import Image
 
+from cnnjax.data.image_files import IMAGE_SUFFIXES
 from cnnjax.train.components import Components
 from cnnjax.train.predict import local_view, predict, preprocess
-from cnnjax.viz.run_plots import PLOT_EXAMPLES, denormalize
-from cnnjax.viz.segmentation import plot_segmentation
 
-__all__ = ["IMAGE_SUFFIXES", "csv_safe", "fit_image", "load_inputs", "mask_name",
-           "write_predictions"]
+__all__ = ["IMAGE_SUFFIXES", "OverlayWriter", "csv_safe", "fit_image", "load_inputs",
+           "mask_name", "write_predictions"]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+#: `(components, names, preprocessed inputs (1, H, W, C) each, masks, output folder) ->
+#: files written`: draws the masks over their images (`cnnjax.viz.run_plots.write_overlays`;
+#: passed in, so that `cnnjax.train` does not import `cnnjax.viz`, which imports it).
+OverlayWriter = Callable[[Components, Sequence[str], Sequence[np.ndarray],
+                          Sequence[np.ndarray], Path], list[Path]]
+
 
 
 def load_inputs(path: Path, key: str | None = None) -> tuple[list[str], list[np.ndarray]]:
@@ -148,7 +152,8 @@ def _write_classes(c: Components, state: Any, names: Sequence[str], x: np.ndarra
 
 
 def _write_masks(c: Components, state: Any, names: Sequence[str],
-                 inputs: Sequence[np.ndarray], output: Path) -> list[Path]:
+                 inputs: Sequence[np.ndarray], output: Path,
+                 overlays: OverlayWriter | None) -> list[Path]:
     cfg = c.config
     masks = [  # one at a time: images may differ in size
         predict(c.model, state, x, mesh=c.mesh, batch_size=cfg.eval_batch_size or
@@ -160,13 +165,8 @@ def _write_masks(c: Components, state: Any, names: Sequence[str],
         path = output / mask_name(name, {p.name.lower() for p in written})
         Image.fromarray(m).save(path)
         written.append(path)
-    n = min(PLOT_EXAMPLES, len(masks))
-    if n and len({m.shape for m in masks[:n]}) == 1:
-        shown = np.stack([denormalize(x[0], c) for x in inputs[:n]])
-        path = output / "overlays.png"
-        plot_segmentation(shown, np.stack(masks[:n]), num_classes=c.info.num_classes,
-                          class_names=c.info.class_names, row_titles=list(names[:n]), path=path)
-        written.append(path)
+    if overlays is not None:
+        written += overlays(c, names, inputs, masks, output)
     return written
 
 
@@ -190,10 +190,11 @@ def mask_name(name: str, taken: set[str]) -> str:
 
 
 def write_predictions(c: Components, state: Any, inputs: Path, key: str | None,
-                      output: Path) -> list[Path]:
+                      output: Path, *, overlays: OverlayWriter | None = None) -> list[Path]:
     """Class probabilities (predictions.csv + predictions.json) or masks (one PNG per image,
-    pixel value = class id, plus overlays.png) for the images in `inputs` (see
-    `load_inputs`); returns the files written (process 0 only; others return [])."""
+    pixel value = class id, plus what `overlays` draws, e.g. overlays.png) for the images in
+    `inputs` (see `load_inputs`); returns the files written (process 0 only; others
+    return [])."""
     if jax.process_index() != 0:
         return []
     c, state = local_view(c, state)
@@ -213,5 +214,5 @@ def write_predictions(c: Components, state: Any, inputs: Path, key: str | None,
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     if seg:
-        return _write_masks(c, state, names, prepared, output)
+        return _write_masks(c, state, names, prepared, output, overlays)
     return _write_classes(c, state, names, np.concatenate(prepared), output)

@@ -25,6 +25,8 @@ from typing import Any, Self, TextIO
 import jax
 from tqdm.auto import tqdm
 
+from cnnjax import workdir_layout as layout
+
 __all__ = [
     "TIMING_FIELDS",
     "MetricsWriter",
@@ -37,7 +39,7 @@ __all__ = [
 
 log = logging.getLogger("cnnjax.train")
 
-METRICS_FILE = "metrics.jsonl"
+METRICS_FILE = layout.METRICS_FILE
 # Fields that measure wall time: they differ between two otherwise identical runs.
 TIMING_FIELDS = ("images_per_s", "steps_per_s", "elapsed_s")
 
@@ -143,7 +145,7 @@ class MetricsWriter(_ClosedOnExit):
         truncate_metrics_file(self.path, resume_step)
         self._file = self.path.open("a")
         self._tb = _summary_writer(
-            str(Path(workdir) / "tensorboard"),
+            str(Path(workdir) / layout.TENSORBOARD_DIR),
             purge_step=None if resume_step is None else resume_step + 1,
         )
 

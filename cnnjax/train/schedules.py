@@ -3,28 +3,41 @@
 `make_schedule(cfg, total_updates)` maps an optimizer update count to a learning rate;
 `as_dict(cfg)` turns a flat optimizer config or a run config's `optimizer` and `schedule`
 groups into one checked dict of the fields listed in `cnnjax.train.optim`.
+
+Schedules are a registry (`SCHEDULE_REGISTRY`): one decorated function each, here or in a
+user's file listed in `config.imports`, `build(cfg, lr, warmup, total) -> schedule`; the
+linear warm-up from 0 over `warmup_steps` is added around it unless the schedule has its own:
+
+    @register_schedule("linear", needs_total=True)
+    def linear(cfg, lr, warmup, total):
+        return optax.linear_schedule(lr, 0.0, total - warmup, transition_begin=warmup)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from cnnjax.registry import NameList, Registry, origin_of
+
 __all__ = [
     "SCHEDULES",
+    "SCHEDULE_REGISTRY",
     "Schedule",
+    "ScheduleEntry",
     "as_dict",
     "config_number",
     "config_steps",
     "make_schedule",
+    "register_schedule",
 ]
 
-SCHEDULES = ("constant", "cosine", "warmup_cosine", "step", "one_cycle")
 
 _FIELDS = frozenset(
     {
@@ -37,6 +50,41 @@ _FIELDS = frozenset(
 )  # fmt: skip
 
 Schedule = Callable[[Any], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleEntry:
+    """A registered schedule: `build(cfg, lr, warmup, total) -> schedule` and what it needs.
+
+    needs_total: it needs the run's length (`total` is never None then, warmup < total).
+    needs_warmup: it needs warmup_steps >= 1. own_warmup: `build` handles warm-up itself.
+    """
+
+    build: Callable[[Mapping[str, Any], float, int, int | None], Schedule]
+    needs_total: bool = False
+    needs_warmup: bool = False
+    own_warmup: bool = False
+
+    @property
+    def registry_origin(self) -> tuple[str, str] | None:
+        return origin_of(self.build)
+
+
+SCHEDULE_REGISTRY: Registry[ScheduleEntry] = Registry("schedule")
+SCHEDULES: Sequence[str] = NameList(SCHEDULE_REGISTRY)
+"""The registered schedule names (a live view: later registrations count)."""
+
+
+def register_schedule(name: str, *, needs_total: bool = False, needs_warmup: bool = False,
+                      own_warmup: bool = False) -> Callable[[Callable], Callable]:
+    """Decorator registering `build(cfg, lr, warmup, total) -> schedule` as `name`."""
+
+    def add(build: Callable) -> Callable:
+        SCHEDULE_REGISTRY.register(name)(
+            ScheduleEntry(build, needs_total, needs_warmup, own_warmup))
+        return build
+
+    return add
 
 
 def _from_run_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,19 +134,26 @@ def config_steps(cfg: Mapping[str, Any], key: str, default: int | None) -> int |
     return int(value)
 
 
-def _check_length(name: str, warmup: int, total: int | None) -> None:
-    if name in ("cosine", "warmup_cosine", "one_cycle"):
+def _check_length(name: str, entry: ScheduleEntry, warmup: int, total: int | None) -> None:
+    if entry.needs_total:
         if total is None:
             raise ValueError(
                 f"schedule={name!r} needs total_steps (in the config or make_schedule's argument)"
             )
         if warmup >= total:
             raise ValueError(f"warmup_steps={warmup} must be smaller than total_steps={total}")
-    if name == "warmup_cosine" and warmup < 1:
-        raise ValueError("schedule='warmup_cosine' needs warmup_steps >= 1")
+    if entry.needs_warmup and warmup < 1:
+        raise ValueError(f"schedule={name!r} needs warmup_steps >= 1")
 
 
-def _step_schedule(cfg: Mapping[str, Any], lr: float, total: int | None) -> Schedule:
+@register_schedule("constant")
+def _constant(cfg: Mapping[str, Any], lr: float, warmup: int, total: int | None) -> Schedule:
+    return optax.constant_schedule(lr)
+
+
+@register_schedule("step")
+def _step_schedule(cfg: Mapping[str, Any], lr: float, warmup: int, total: int | None
+                   ) -> Schedule:
     factor = float(config_number(cfg, "decay_factor", 0.1))
     boundaries = cfg.get("boundaries")
     step_size = config_steps(cfg, "step_size", None)
@@ -118,6 +173,19 @@ def _step_schedule(cfg: Mapping[str, Any], lr: float, total: int | None) -> Sche
     return optax.piecewise_constant_schedule(lr, {b: factor for b in boundaries})
 
 
+@register_schedule("one_cycle", needs_total=True, own_warmup=True)
+def _one_cycle(cfg: Mapping[str, Any], lr: float, warmup: int, total: int) -> Schedule:
+    return optax.cosine_onecycle_schedule(
+        transition_steps=total,
+        peak_value=lr,
+        pct_start=float(config_number(cfg, "pct_start", 0.3)),
+        div_factor=float(config_number(cfg, "div_factor", 25.0)),
+        final_div_factor=float(config_number(cfg, "final_div_factor", 1e4)),
+    )
+
+
+@register_schedule("cosine", needs_total=True)
+@register_schedule("warmup_cosine", needs_total=True, needs_warmup=True)
 def _cosine(cfg: Mapping[str, Any], lr: float, warmup: int, total: int) -> Schedule:
     final = float(config_number(cfg, "final_learning_rate", 0.0))
     alpha = final / lr if lr > 0 else 0.0
@@ -137,8 +205,9 @@ def make_schedule(cfg: Any, total_steps: int | None = None) -> Schedule:
     """
     cfg = as_dict(cfg)
     name = cfg.get("schedule", "constant")
-    if name not in SCHEDULES:
-        raise ValueError(f"schedule={name!r}; expected one of {SCHEDULES}")
+    if not isinstance(name, str) or name not in SCHEDULE_REGISTRY:
+        raise ValueError(f"schedule={name!r}; expected one of {tuple(SCHEDULES)}")
+    entry = SCHEDULE_REGISTRY.get(name)
     if "learning_rate" not in cfg:
         raise ValueError("optimizer config has no learning_rate")
     lr = float(config_number(cfg, "learning_rate", None))
@@ -149,22 +218,9 @@ def make_schedule(cfg: Any, total_steps: int | None = None) -> Schedule:
     ):
         raise ValueError(f"total_steps={total!r}; expected a positive int")
     total = None if total is None else int(total)
-    _check_length(name, warmup, total)
-    if name == "one_cycle":
-        return optax.cosine_onecycle_schedule(
-            transition_steps=total,
-            peak_value=lr,
-            pct_start=float(config_number(cfg, "pct_start", 0.3)),
-            div_factor=float(config_number(cfg, "div_factor", 25.0)),
-            final_div_factor=float(config_number(cfg, "final_div_factor", 1e4)),
-        )
-    if name == "constant":
-        base: Schedule = optax.constant_schedule(lr)
-    elif name in ("cosine", "warmup_cosine"):
-        base = _cosine(cfg, lr, warmup, total)
-    else:
-        base = _step_schedule(cfg, lr, total)
-    if warmup == 0:
+    _check_length(name, entry, warmup, total)
+    base = entry.build(cfg, lr, warmup, total)
+    if warmup == 0 or entry.own_warmup:
         return base
 
     def warmed(step: Any) -> jax.Array:

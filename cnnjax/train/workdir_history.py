@@ -14,10 +14,11 @@ import os
 from pathlib import Path
 
 from cnnjax.checkpoint.workdir import CHECKPOINT_DIR, CORRUPT_DIR, METRICS_FILE
+from cnnjax.workdir_layout import PREVIOUS_RUNS_DIR, SUMMARY_FILE
 
 __all__ = ["PREVIOUS_RUNS", "move_history_aside"]
 
-PREVIOUS_RUNS = "previous_runs"
+PREVIOUS_RUNS = PREVIOUS_RUNS_DIR
 
 
 def move_history_aside(workdir: str | os.PathLike) -> Path:
@@ -29,7 +30,7 @@ def move_history_aside(workdir: str | os.PathLike) -> Path:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     dest = root / PREVIOUS_RUNS / stamp
     dest.mkdir(parents=True)
-    names = [METRICS_FILE, CORRUPT_DIR, "summary.json", *(p.name for p in root.glob("eval_*.json"))]
+    names = [METRICS_FILE, CORRUPT_DIR, SUMMARY_FILE, *(p.name for p in root.glob("eval_*.json"))]
     for name in names:
         if (root / name).exists():
             os.replace(root / name, dest / name)

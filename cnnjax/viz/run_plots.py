@@ -21,8 +21,9 @@ from cnnjax.viz.confusion import plot_confusion_matrix
 from cnnjax.viz.curves import load_metrics, metric_names, plot_training_curves
 from cnnjax.viz.images import plot_filters
 from cnnjax.viz.segmentation import plot_segmentation
+from cnnjax.workdir_layout import METRICS_FILE
 
-__all__ = ["PLOT_EXAMPLES", "denormalize", "first_conv_kernel", "write_plots"]
+__all__ = ["PLOT_EXAMPLES", "denormalize", "first_conv_kernel", "write_overlays", "write_plots"]
 
 PLOT_EXAMPLES = 4  # segmentation overlays drawn per plot
 CURVES = ("loss", "accuracy", "mean_iou", "mean_dice", "learning_rate")
@@ -63,6 +64,21 @@ def denormalize(images: Any, c: Components) -> np.ndarray:
     mean = np.asarray(c.info.mean, np.float32)
     std = np.asarray(c.info.std, np.float32)
     return np.clip(images * std + mean, 0, 1)
+
+
+def write_overlays(c: Components, names: Sequence[str], inputs: Sequence[np.ndarray],
+                   masks: Sequence[np.ndarray], output: Path) -> list[Path]:
+    """`output/overlays.png`: the first `PLOT_EXAMPLES` predicted masks over their images
+    (preprocessed, (1, H, W, C) each), when they share one size; else nothing. The
+    `overlays` argument of `cnnjax.train.predict_io.write_predictions`."""
+    n = min(PLOT_EXAMPLES, len(masks))
+    if not n or len({np.shape(m) for m in masks[:n]}) != 1:
+        return []
+    shown = np.stack([denormalize(x[0], c) for x in inputs[:n]])
+    path = Path(output) / "overlays.png"
+    plot_segmentation(shown, np.stack(masks[:n]), num_classes=c.info.num_classes,
+                      class_names=c.info.class_names, row_titles=list(names[:n]), path=path)
+    return [path]
 
 
 def _iou_title(target: np.ndarray, pred: np.ndarray, num_classes: int) -> str:
@@ -124,7 +140,7 @@ def write_plots(c: Components, state: Any, workdir: str | Path, split: str | Non
     workdir = Path(workdir)
     c, state = local_view(c, state)
     written: list[Path] = []
-    metrics_path = workdir / "metrics.jsonl"
+    metrics_path = workdir / METRICS_FILE
     if metrics_path.exists() and metrics_path.stat().st_size > 0:
         records = load_metrics(metrics_path)
         names = [m for m in CURVES if m in metric_names(records)]

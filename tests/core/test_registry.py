@@ -44,3 +44,24 @@ def test_nameless_entry_is_rejected():
     reg: Registry = Registry("model")
     with pytest.raises(ValueError, match="a model name"):
         reg.register(None)(object())
+
+
+def test_the_same_definition_executed_again_replaces_its_entry(tmp_path):
+    """A module or config file executed twice (a reload, or `config.imports` after the config
+    file itself ran) re-registers its entries without an error; the newest wins."""
+    reg: Registry = Registry("loss")
+    source = tmp_path / "plugin.py"
+    source.write_text("def make(reg):\n    @reg.register('mine')\n    def mine():\n"
+                      "        return 1\n    return mine\n")
+    namespaces = [{}, {}]
+    for ns in namespaces:
+        exec(compile(source.read_text(), str(source), "exec"), ns)
+    first = namespaces[0]["make"](reg)
+    second = namespaces[1]["make"](reg)
+    assert first is not second and reg.get("mine") is second
+
+    def mine():  # the same name from another file: still refused
+        return 2
+
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("mine")(mine)

@@ -149,7 +149,7 @@ def test_accumulate_steps_updates_every_k_with_mean_gradient():
 
 
 def test_config_errors_name_the_field_and_the_choices():
-    with pytest.raises(ValueError, match=r"'rmsprop'.*sgd.*lars"):
+    with pytest.raises(ValueError, match=r"'rmsprop'.*lars.*sgd"):
         train.make_optimizer({"name": "rmsprop", "learning_rate": 0.1})
     with pytest.raises(ValueError, match="learing_rate"):
         train.make_optimizer({"name": "sgd", "learing_rate": 0.1})

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from cnnjax.train.tasks.base import Batch, Pair, Task, finalize_pairs, require_key, valid_weights
+from cnnjax.train.tasks.losses import CLASSIFICATION_LOSS_REGISTRY, parse_loss
 
 # --------------------------------------------------------------------------- classification
 
@@ -38,16 +40,14 @@ def _class_targets(logits: jax.Array, batch: Batch, label_key: str
     )
 
 
-def _class_loss_terms(logits: jax.Array, batch: Batch, *, eps: float, label_key: str
+def _class_loss_terms(logits: jax.Array, batch: Batch, *,
+                      terms: tuple[tuple[str, dict[str, Any]], ...], label_key: str
                       ) -> dict[str, Pair]:
     _, soft = _class_targets(logits, batch, label_key)
-    k = logits.shape[-1]
-    if eps > 0.0:
-        soft = (1.0 - eps) * soft + eps / k
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    per_example = -jnp.sum(soft * logp, axis=-1)
     w = valid_weights(batch, logits.shape[0])
-    return {"ce": (jnp.sum(w * per_example), jnp.sum(w))}
+    logits = logits.astype(jnp.float32)
+    return {name: CLASSIFICATION_LOSS_REGISTRY.get(name)(logits, soft, w, **options)
+            for name, options in terms}
 
 
 def _class_metrics(logits: jax.Array, batch: Batch, *, label_key: str) -> dict[str, Pair]:
@@ -63,19 +63,25 @@ def _class_metrics(logits: jax.Array, batch: Batch, *, label_key: str) -> dict[s
     return out
 
 
-def classification(label_smoothing: float = 0.0, *, label_key: str = "label") -> Task:
-    """Softmax classification: cross-entropy (optionally label-smoothed), accuracy, top-5.
+def classification(label_smoothing: float = 0.0, *, label_key: str = "label",
+                   loss: str = "ce") -> Task:
+    """Softmax classification: a loss of registered terms (default "ce", cross-entropy,
+    label-smoothed by `label_smoothing`), accuracy, top-5.
 
     Logits (B, K). Labels `batch[label_key]`: int (B,) class indices, or float (B, K)
     soft labels (mixup/cutmix), which are also smoothed when `label_smoothing > 0`:
-    target = (1 - eps) * labels + eps / K. Accuracy compares argmax(logits) with the label
-    (argmax of soft labels); `top5_accuracy` is reported when K > 5.
+    target = (1 - eps) * labels + eps / K. `loss`: terms joined by "+"
+    (`cnnjax.train.tasks.losses`, e.g. "ce+confidence_penalty(weight=0.1)"). Accuracy
+    compares argmax(logits) with the label (argmax of soft labels); `top5_accuracy` is
+    reported when K > 5.
     """
     if not isinstance(label_smoothing, int | float) or not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing={label_smoothing!r}; expected a float in [0, 1)")
+    terms = parse_loss(loss, {"ce": {"label_smoothing": float(label_smoothing)}},
+                       CLASSIFICATION_LOSS_REGISTRY)
     return Task(
         "classification",
-        functools.partial(_class_loss_terms, eps=float(label_smoothing), label_key=label_key),
+        functools.partial(_class_loss_terms, terms=terms, label_key=label_key),
         functools.partial(_class_metrics, label_key=label_key),
         finalize_pairs,
     )

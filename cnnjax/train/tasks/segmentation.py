@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from cnnjax.train.tasks.base import Batch, Pair, Task, finalize_pairs, require_key, valid_weights
-
-SEGMENTATION_LOSSES = ("ce", "dice", "ce+dice")
-
+from cnnjax.train.tasks.losses import (
+    SEGMENTATION_LOSS_REGISTRY,
+    parse_loss,
+)
 
 # --------------------------------------------------------------------------- segmentation
 
@@ -23,8 +25,7 @@ class _Segmentation:
 
     num_classes: int
     ignore_label: int | None
-    loss: str
-    dice_smooth: float
+    terms: tuple[tuple[str, dict[str, Any]], ...]  # parsed loss spec (`losses`)
     mask_key: str
 
     def prepare(self, logits: jax.Array, batch: Batch
@@ -50,23 +51,10 @@ class _Segmentation:
 
     def loss_terms(self, logits: jax.Array, batch: Batch) -> dict[str, Pair]:
         target, w, logits = self.prepare(logits, batch)
-        terms: dict[str, Pair] = {}
-        if self.loss in ("ce", "ce+dice"):
-            logp = jax.nn.log_softmax(logits, axis=-1)
-            nll = -jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
-            terms["ce"] = (jnp.sum(w * nll), jnp.sum(w))
-        if self.loss in ("dice", "ce+dice"):
-            p = jax.nn.softmax(logits, axis=-1)
-            t = jax.nn.one_hot(target, self.num_classes, dtype=jnp.float32)
-            wc = w[..., None]
-            spatial = tuple(range(1, logits.ndim - 1))
-            inter = jnp.sum(wc * p * t, axis=spatial)  # (B, C)
-            denom = jnp.sum(wc * p, axis=spatial) + jnp.sum(wc * t, axis=spatial)
-            dice = (2.0 * inter + self.dice_smooth) / (denom + self.dice_smooth)
-            per_image = 1.0 - jnp.mean(dice, axis=-1)
-            v = valid_weights(batch, logits.shape[0])
-            terms["dice"] = (jnp.sum(v * per_image), jnp.sum(v))
-        return terms
+        valid = valid_weights(batch, logits.shape[0])
+        return {name: SEGMENTATION_LOSS_REGISTRY.get(name)(logits, target, w, valid,
+                                                           self.num_classes, **options)
+                for name, options in self.terms}
 
     def metrics(self, logits: jax.Array, batch: Batch) -> dict[str, Pair]:
         c = self.num_classes
@@ -101,8 +89,9 @@ def segmentation(
 
     - "ce": mean per-pixel cross-entropy over the counted pixels of the global batch.
     - "dice": per image, `1 - mean_c (2 sum(p t) + s) / (sum(p) + sum(t) + s)` with softmax
-      probabilities p, one-hot targets t, smoothing s = `dice_smooth`; mean over images.
-    - "ce+dice": their sum.
+      probabilities p, one-hot targets t, smoothing s = `dice_smooth` (or "dice(smooth=s)");
+      mean over images.
+    - "ce+dice": their sum; any registered terms joined by "+" (`losses`).
 
     Metrics: one pair `confusion` = ((C, C) int32 counts, rows true class, columns
     predicted; number of counted pixels). `finalize` derives pixel accuracy, per-class
@@ -113,11 +102,10 @@ def segmentation(
         raise ValueError(
             f"num_classes={num_classes!r}; expected an int >= 2 (use 2 for binary masks)"
         )
-    if loss not in SEGMENTATION_LOSSES:
-        raise ValueError(f"loss={loss!r}; expected one of {SEGMENTATION_LOSSES}")
+    terms = parse_loss(loss, {"dice": {"smooth": dice_smooth}})
     if ignore_label is not None and not isinstance(ignore_label, int):
         raise TypeError(f"ignore_label={ignore_label!r}; expected an int or None")
-    fns = _Segmentation(num_classes, ignore_label, loss, dice_smooth, mask_key)
+    fns = _Segmentation(num_classes, ignore_label, terms, mask_key)
     return Task("segmentation", fns.loss_terms, fns.metrics, finalize_segmentation)
 
 
