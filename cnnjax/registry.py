@@ -20,6 +20,7 @@ reloads. Another definition under a taken name is still an error.
 
 from __future__ import annotations
 
+import ast
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar, overload
@@ -140,3 +141,18 @@ class NameList(Sequence[str]):
 
     def __repr__(self) -> str:
         return repr(self._names())
+
+
+def parse_call(text: str, what: str) -> tuple[str, dict[str, Any]]:
+    """A registered name with options, as written in a config string: "name" or
+    "name(key=literal, ...)" -> (name, options). `what` names the kind in errors ("augment
+    op", "loss term")."""
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+        if isinstance(node, ast.Name):
+            return node.id, {}
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.args:
+            return node.func.id, {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+    except (SyntaxError, ValueError) as e:
+        raise ValueError(f"{what} {text!r}: cannot parse ({e})") from e
+    raise ValueError(f"{what} {text!r}: expected 'name' or 'name(key=value, ...)'")

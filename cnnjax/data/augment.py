@@ -12,7 +12,6 @@ definition, a new preset one `PRESETS.register("name")("spec")` line.
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,7 +19,7 @@ from typing import Any
 from cnnjax.data import geometric, mixing  # noqa: F401
 from cnnjax.data.info import DataInfo, NameList
 from cnnjax.data.transforms import AUGMENTATIONS, Op
-from cnnjax.registry import Registry
+from cnnjax.registry import Registry, parse_call
 
 __all__ = ["OP_NAMES", "PRESETS", "Spec", "build_ops", "parse_spec"]
 
@@ -41,19 +40,6 @@ OP_NAMES: Sequence[str] = NameList(AUGMENTATIONS)
 Spec = str | Sequence[str | tuple[str, Mapping[str, Any]] | Mapping[str, Any]] | None
 
 
-def _parse_call(text: str) -> tuple[str, dict[str, Any]]:
-    """"name" or "name(key=literal, ...)" -> (name, kwargs)."""
-    try:
-        node = ast.parse(text.strip(), mode="eval").body
-        if isinstance(node, ast.Name):
-            return node.id, {}
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.args:
-            return node.func.id, {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-    except (SyntaxError, ValueError) as error:
-        raise ValueError(f"augment op {text!r}: cannot parse ({error})") from error
-    raise ValueError(f"augment op {text!r}: expected 'name' or 'name(key=value, ...)'")
-
-
 
 def parse_spec(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
     """Normalise an augmentation spec to [(op name, kwargs), ...], expanding presets."""
@@ -68,7 +54,7 @@ def parse_spec(spec: Spec) -> list[tuple[str, dict[str, Any]]]:
     parsed: list[tuple[str, dict[str, Any]]] = []
     for item in items:
         if isinstance(item, str):
-            name, kwargs = _parse_call(item)
+            name, kwargs = parse_call(item, "augment op")
         elif isinstance(item, Mapping):
             kwargs = dict(item)
             name = kwargs.pop("op", None) or kwargs.pop("name", None)

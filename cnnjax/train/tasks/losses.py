@@ -22,7 +22,6 @@ soft float32 targets (B, K) (one-hot, or mixup/cutmix mixtures) and `valid` (B,)
 
 from __future__ import annotations
 
-import ast
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from cnnjax.registry import NameList, Registry
+from cnnjax.registry import NameList, Registry, parse_call
 from cnnjax.train.tasks.base import Pair
 
 __all__ = ["CLASSIFICATION_LOSSES", "CLASSIFICATION_LOSS_REGISTRY", "SEGMENTATION_LOSSES",
@@ -57,19 +56,6 @@ def register_classification_loss(name: str) -> Callable[[LossTerm], LossTerm]:
     return CLASSIFICATION_LOSS_REGISTRY.register(name)
 
 
-def _parse_term(text: str) -> tuple[str, dict[str, Any]]:
-    """"name" or "name(key=literal, ...)" -> (name, options)."""
-    try:
-        node = ast.parse(text.strip(), mode="eval").body
-        if isinstance(node, ast.Name):
-            return node.id, {}
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.args:
-            return node.func.id, {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-    except (SyntaxError, ValueError) as e:
-        raise ValueError(f"loss term {text!r}: cannot parse ({e})") from e
-    raise ValueError(f"loss term {text!r}: expected 'name' or 'name(option=value, ...)'")
-
-
 def parse_loss(spec: str, defaults: dict[str, dict[str, Any]] | None = None,
                registry: Registry[LossTerm] = SEGMENTATION_LOSS_REGISTRY,
                ) -> tuple[tuple[str, dict[str, Any]], ...]:
@@ -82,7 +68,7 @@ def parse_loss(spec: str, defaults: dict[str, dict[str, Any]] | None = None,
                          f"{names}")
     terms = []
     for text in spec.split("+"):
-        name, options = _parse_term(text)
+        name, options = parse_call(text, "loss term")
         if name not in registry:
             raise ValueError(f"{kind} {spec!r}: unknown term {name!r}; expected terms from "
                              f"{names} joined by '+'")
