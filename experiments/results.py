@@ -127,7 +127,9 @@ def read_run(workdir: str | Path, config: Mapping[str, Any] | None = None) -> Ru
     record = read_json(workdir / RUN_RECORD) or {}
     attempts = record.get("attempts", [])
     wall = sum(float(a.get("wall_s", 0.0)) for a in attempts) if attempts else None
-    failed = bool(attempts) and attempts[-1].get("returncode") not in (0, None)
+    last = attempts[-1] if attempts else {}
+    failed = (last.get("outcome") == "failed" if "outcome" in last
+              else last.get("returncode") not in (0, None))
     status = ("completed" if completed else "failed" if failed
               else "unfinished" if records else "not started")
     steps = [int(r["step"]) for r in records if "step" in r]

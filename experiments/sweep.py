@@ -18,7 +18,10 @@ as separate processes sharing the CPUs (`--pin` gives each 1/N of them: see
 `experiments.sweep_run.execute` for what that does to bitwise equality). Each run's stdout and
 stderr go to `<workdir>/sweep.log`; attempts, exit codes and wall times to
 `<workdir>/sweep_run.json`. A failing run does not stop the others; it is reported with the
-end of its log, and the sweep exits with 1.
+end of its log, and the sweep exits with 1. SIGTERM, SIGINT or SIGHUP to the sweep stops its
+running runs at a checkpoint (forwarded as SIGTERM), waits for them and exits 128 + signal
+(143, 130, 129); a run whose workdir another process holds is not started (reported BUSY, never
+recorded as failed).
 At the end DIR gets results.csv, summary.csv, summary.md and plots/ (`experiments.results`).
 Exit codes: 0 all runs completed, 1 a run failed, 2 a usage error.
 """
@@ -38,7 +41,7 @@ from ml_collections import config_flags
 
 from experiments import results
 from experiments.cli_help import help_text, wants_help
-from experiments.sweep_run import LOG_FILE, Run, execute
+from experiments.sweep_run import LOG_FILE, Run, Stopped, execute
 
 SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._=,+-")
 
@@ -303,8 +306,13 @@ def _sweep_main(fv: flags.FlagValues, overrides: Sequence[str], args: Sequence[s
     failures = execute(todo, fv.jobs, pin=fv.pin)
     report(workdir, find_runs([workdir]), list(grid), planned=runs, plots=fv.plots)
     for run, attempt in failures:
-        print(f"FAILED {run.name} (exit {attempt['returncode']}); log {run.workdir / LOG_FILE}:"
-              f"\n{attempt['error']}\n", file=sys.stderr)
+        if attempt["outcome"] == "busy":
+            print(f"BUSY {run.name}: not run, its workdir is in use by another process",
+                  file=sys.stderr)
+            continue
+        print(f"FAILED {run.name} (exit {attempt['returncode']}): {attempt['reason']}\n"
+              f"log {run.workdir / LOG_FILE}, last lines:\n{attempt['error']}\n",
+              file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -324,6 +332,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"experiments.sweep: usage error: {e}", file=sys.stderr)
         return 2
+    except Stopped as e:
+        print(f"experiments.sweep: {e}: the running runs were stopped at a checkpoint; run the "
+              "same command again to resume", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("experiments.sweep: interrupted; run the same command again to resume",
               file=sys.stderr)

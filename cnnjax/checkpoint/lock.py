@@ -35,7 +35,8 @@ from typing import Any
 
 import jax
 
-__all__ = ["LOCK_FILE", "WorkdirLock", "WorkdirLockedError", "acquire"]
+__all__ = ["LOCK_FILE", "WorkdirLock", "WorkdirLockedError", "acquire", "describe_holder",
+           "holder_of"]
 
 LOCK_FILE = "cnnjax.lock"
 _MAX_READ = 4096  # the holder's text is a few hundred bytes; never read a huge file whole
@@ -169,3 +170,28 @@ def acquire(workdir: str | os.PathLike, *, process_index: int | None = None) -> 
         os.fsync(fd)
         return WorkdirLock(path, fd)
     raise WorkdirLockedError(f"could not lock {str(path)!r}: it keeps being replaced")
+
+
+def holder_of(workdir: str | os.PathLike) -> dict[str, Any] | None:
+    """Who holds `workdir`'s lock ({} when it has not written its name yet), or None when
+    nobody does. A probe (a shared flock taken and dropped at once), for tools that start runs
+    (`experiments.sweep`) to tell "in use" from "failed"."""
+    path = Path(workdir).expanduser().absolute() / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        return _read_fd(fd) if e.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN) \
+            else None
+    else:
+        return None
+    finally:
+        os.close(fd)
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    """The holder of a lock as the error messages name it."""
+    return _describe(holder)
