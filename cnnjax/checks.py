@@ -104,7 +104,20 @@ def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
     return value
 
 
+_SWITCH_ON = ("1", "true", "on", "yes", "")
+_SWITCH_OFF = ("0", "false", "off", "no")
+
+
 def env_switch(name: str) -> bool:
-    """An on/off environment variable (cnnjax's CPU levers): off for ``0``, ``false``, ``off``
-    or ``no`` (any case), on for anything else and when unset."""
-    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "off", "no")
+    """An on/off environment variable (cnnjax's CPU levers): on for ``1``, ``true``, ``on``,
+    ``yes`` (any case), empty or unset; off for ``0``, ``false``, ``off`` or ``no``. Anything
+    else (``disabled``, ``of``) is a ValueError naming the variable: a typo must not silently
+    mean "on"."""
+    value = os.environ.get(name, "1")
+    word = value.strip().lower()
+    if word in _SWITCH_OFF:
+        return False
+    if word in _SWITCH_ON:
+        return True
+    raise ValueError(f"environment variable {name}={value!r}: expected 1/true/on/yes or "
+                     "0/false/off/no (any case)")
