@@ -196,8 +196,7 @@ def run_config(fv: flags.FlagValues) -> ml_collections.ConfigDict:
     workdir's own `config.json` unless --config is given explicitly; otherwise the --config
     file with its overrides."""
     if fv.mode != "train" and not fv["config"].present:
-        if (Path(fv.workdir) / "config.json").exists():
-            return load_config(fv.workdir)
+        return load_config(fv.workdir)  # never the default config: another model, silently
     return prepare_config(fv.config)
 
 

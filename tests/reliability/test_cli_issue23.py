@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
 from conftest import TINY, cli
 
 # --------------------------------------------------------------------------- item 8
@@ -35,3 +36,29 @@ def test_onednn_switch_is_recorded_and_a_change_on_resume_is_warned(trained_copy
     warned = [r.getMessage() for r in caplog.records if "oneDNN convolutions are off" in
               r.getMessage()]
     assert len(warned) == 1 and "will not match" in warned[0], caplog.text
+
+
+# --------------------------------------------------------------------------- item 9
+
+
+@pytest.mark.parametrize("mode", ["eval", "predict"])
+def test_eval_predict_without_config_json_is_refused(trained_copy, tmp_path, capfd, mode):
+    """It fell back to the default config (another model: a 91-line mismatch)."""
+    (trained_copy / "config.json").unlink()
+    extra = [f"--input={tmp_path / 'x.npy'}"] if mode == "predict" else []
+    code, _, err = cli(capfd, f"--workdir={trained_copy}", f"--mode={mode}", "--noplots",
+                       *extra)
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"{trained_copy / 'config.json'} not found" in err and "--config=FILE" in err
+
+
+@pytest.mark.parametrize("content, text", [
+    (b'{"model": "simple_cnn",', "is not valid JSON (Expecting"),
+    (b"\xff\xfe{}", "is not UTF-8 text"),
+    (b"[1, 2]", "holds a JSON list, not a config object"),
+])
+def test_garbage_config_json_names_the_file(trained_copy, capfd, content, text):
+    (trained_copy / "config.json").write_bytes(content)
+    code, _, err = cli(capfd, f"--workdir={trained_copy}", "--mode=eval", "--noplots")
+    assert code == 1 and "Traceback" not in err, err
+    assert str(trained_copy / "config.json") in err and text in err
