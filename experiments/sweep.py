@@ -136,8 +136,9 @@ def parse_seeds(text: str) -> list[int]:
         seeds = [int(s) for s in split_values(text)]
     except ValueError:
         seeds = []
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise UsageError(f"--seeds={text!r}; expected distinct integers >= 0, e.g. 0,1,2")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) > 2**63 - 1:
+        raise UsageError(f"--seeds={text!r}; expected distinct integers in 0..2**63-1, "
+                         "e.g. 0,1,2")
     return seeds
 
 

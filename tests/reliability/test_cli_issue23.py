@@ -38,6 +38,28 @@ def test_onednn_switch_is_recorded_and_a_change_on_resume_is_warned(trained_copy
     assert len(warned) == 1 and "will not match" in warned[0], caplog.text
 
 
+# --------------------------------------------------------------------------- item 10
+
+
+@pytest.mark.parametrize("seed", [str(2**63), str(2**64 + 5)])
+def test_seed_that_does_not_fit_is_refused_before_any_work(tmp_path, capfd, seed):
+    """It gave two tracebacks and left an empty workdir."""
+    workdir = tmp_path / "w"
+    code, _, err = cli(capfd, f"--workdir={workdir}", f"--config={TINY}", "--noplots",
+                       f"--config.seed={seed}")
+    assert code in (1, 2) and "Traceback" not in err, err
+    assert "seed" in err and seed in err and len(err.strip().splitlines()) == 1, err
+    assert not workdir.exists()
+
+
+def test_sweep_seeds_must_fit(tmp_path, capsys):
+    from experiments import sweep
+
+    code = sweep.main(["sweep", f"--workdir={tmp_path}", f"--config={TINY}",
+                       f"--seeds=0,{2**63}", "--dry-run"])
+    assert code == 2 and "0..2**63-1" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- item 9
 
 
