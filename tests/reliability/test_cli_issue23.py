@@ -60,6 +60,21 @@ def test_sweep_seeds_must_fit(tmp_path, capsys):
     assert code == 2 and "0..2**63-1" in capsys.readouterr().err
 
 
+# --------------------------------------------------------------------------- item 6
+
+
+@pytest.mark.parametrize("name, data", [("w.pth", b""), ("w.safetensors", b"\x00junk" * 9)])
+def test_damaged_init_from_file_is_one_line_naming_it(tmp_path, capfd, name, data):
+    weights = tmp_path / name
+    weights.write_bytes(data)
+    workdir = tmp_path / "w"
+    code, _, err = cli(capfd, f"--workdir={workdir}", f"--config={TINY}", "--noplots",
+                       f"--config.init_from={weights}")
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert str(weights) in err
+    assert not workdir.exists() or not any(p.is_file() for p in workdir.rglob("*"))
+
+
 # --------------------------------------------------------------------------- item 9
 
 
