@@ -71,7 +71,7 @@ class RunResult:
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8, not JSON
         return None
 
 
@@ -86,10 +86,13 @@ def _best_metric(summary: Mapping[str, Any] | None, config: Mapping[str, Any],
     return metric, mode
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _numeric(row: Mapping[str, Any]) -> dict[str, float]:
     skip = {"step", "epoch", "split"}
-    return {k: float(v) for k, v in row.items()
-            if k not in skip and isinstance(v, int | float) and not isinstance(v, bool)}
+    return {k: float(v) for k, v in row.items() if k not in skip and _is_number(v)}
 
 
 def read_run(workdir: str | Path, config: Mapping[str, Any] | None = None) -> RunResult:
@@ -114,9 +117,10 @@ def read_run(workdir: str | Path, config: Mapping[str, Any] | None = None) -> Ru
     for split in ("val", "test"):
         rows = [r for r in records if r.get("split") == split]
         final = summary.get(split) if completed else (_numeric(rows[-1]) if rows else None)
-        metrics.update({f"{split}_{k}": float(v) for k, v in (final or {}).items()})
+        final = _numeric(final) if isinstance(final, Mapping) else {}  # null/text: skipped
+        metrics.update({f"{split}_{k}": v for k, v in final.items()})
     metric, mode = _best_metric(summary if completed else None, flat, records)
-    scored = [r for r in records if r.get("split") == "val" and metric in r]
+    scored = [r for r in records if r.get("split") == "val" and _is_number(r.get(metric))]
     best_step = summary.get("best_step") if completed else None
     at_best = [r for r in scored if r["step"] == best_step]
     if scored:
@@ -126,16 +130,18 @@ def read_run(workdir: str | Path, config: Mapping[str, Any] | None = None) -> Ru
         metrics.update({f"best_val_{k}": v for k, v in _numeric(best).items()})
     record = read_json(workdir / RUN_RECORD) or {}
     attempts = record.get("attempts", [])
-    wall = sum(float(a.get("wall_s", 0.0)) for a in attempts) if attempts else None
+    wall = sum(float(a["wall_s"]) for a in attempts
+               if isinstance(a, Mapping) and _is_number(a.get("wall_s"))) if attempts else None
     last = attempts[-1] if attempts else {}
     failed = (last.get("outcome") == "failed" if "outcome" in last
               else last.get("returncode") not in (0, None))
     status = ("completed" if completed else "failed" if failed
               else "unfinished" if records else "not started")
-    steps = [int(r["step"]) for r in records if "step" in r]
+    steps = [int(r["step"]) for r in records if _is_number(r.get("step"))]
     return RunResult(
         name=workdir.name, workdir=workdir, config=flat, status=status,
-        step=int(summary["step"]) if completed else (max(steps) if steps else None),
+        step=(int(summary["step"]) if _is_number(summary.get("step")) else None) if completed
+        else (max(steps) if steps else None),
         total_steps=(summary or {}).get("total_steps") if completed else flat.get(
             "num_train_steps"),
         best_step=best_step,

@@ -28,6 +28,7 @@ Exit codes: 0 all runs completed, 1 a run failed, 2 a usage error.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import shlex
@@ -179,10 +180,19 @@ def value_text(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+MAX_NAME = 255  # bytes in one file name on every common file system
+
+
 def run_name(settings: dict[str, Any], seed: int) -> str:
-    """'field=value,...,seed=S': readable, stable, filesystem-safe (other characters -> _)."""
+    """'field=value,...,seed=S': readable, stable, filesystem-safe (other characters -> _).
+    A name over 255 bytes (long grid values) keeps its first 200 characters and the seed, plus
+    a hash of the whole: still stable, still unique."""
     text = ",".join([*(f"{k}={value_text(v)}" for k, v in settings.items()), f"seed={seed}"])
-    return "".join(ch if ch in SAFE else "_" for ch in text)
+    name = "".join(ch if ch in SAFE else "_" for ch in text)
+    if len(name.encode()) > MAX_NAME:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        name = f"{name[:200]},hash={digest},seed={seed}"
+    return name
 
 
 def _get(config: Any, field: str) -> Any:
@@ -282,6 +292,17 @@ def _report_main(fv: flags.FlagValues, args: Sequence[str]) -> int:
     return 0
 
 
+def _check_workdir(workdir: Path) -> None:
+    """--workdir must be (or be creatable as) a folder: checked before --dry-run answers."""
+    for p in [workdir, *workdir.parents]:
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == workdir else f"is inside {str(p)!r}, a file"
+                raise UsageError(f"--workdir={str(workdir)!r} {what}; expected a folder (new "
+                                 "or an earlier sweep's)")
+            break
+
+
 def _sweep_main(fv: flags.FlagValues, overrides: Sequence[str], args: Sequence[str]) -> int:
     if args:
         raise UsageError(f"unexpected arguments {list(args)} (did you mean --report?)")
@@ -292,6 +313,7 @@ def _sweep_main(fv: flags.FlagValues, overrides: Sequence[str], args: Sequence[s
     grid = parse_grid(fv.grid)
     seeds = parse_seeds(fv.seeds) if fv.seeds is not None else None
     workdir = Path(fv.workdir)
+    _check_workdir(workdir)
     runs = plan(workdir, fv.config, overrides, grid, seeds, run_plots=fv.plots)
     finished = [r for r in runs if is_finished(r)]
     todo = [r for r in runs if r not in finished]
@@ -302,6 +324,12 @@ def _sweep_main(fv: flags.FlagValues, overrides: Sequence[str], args: Sequence[s
             print(f"{state:8s} {r.workdir}\n         {shlex.join(r.command)}")
         print(f"{len(runs)} runs: {len(finished)} finished, {len(todo)} to run")
         return 0
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"experiments.sweep: error: cannot create --workdir={str(workdir)!r}: "
+              f"{e.strerror or e}", file=sys.stderr)
+        return 1
     print(f"sweep: {len(runs)} runs in {workdir} ({len(finished)} finished, skipped; "
           f"{len(todo)} to run, {fv.jobs} at a time)", flush=True)
     failures = execute(todo, fv.jobs, pin=fv.pin)

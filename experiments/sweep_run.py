@@ -215,7 +215,15 @@ def execute(runs: Sequence[Run], jobs: int, *, pin: bool = False, out: Any = Non
                         print(_busy(done, len(runs), run, holder), file=out, flush=True)
                         continue
                     free = min(set(range(jobs)) - {j.slot for j in running})
-                    running.append(_start(run, free, slots[free]))
+                    try:
+                        running.append(_start(run, free, slots[free]))
+                    except OSError as e:  # its workdir or log cannot be written
+                        done += 1
+                        reason = f"cannot start it in {str(run.workdir)!r}: {e.strerror or e}"
+                        failures.append((run, {"outcome": "failed", "returncode": None,
+                                               "reason": reason, "error": reason}))
+                        print(f"[{done}/{len(runs)}] FAILED {run.name}: {reason}", file=out,
+                              flush=True)
                 time.sleep(poll_s)
                 for job in [j for j in running if j.process.poll() is not None]:
                     running.remove(job)
