@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from cnnjax.train.reporting import flatten
-from cnnjax.viz import load_metrics
+from cnnjax.train.reporting import flatten, read_metrics
 from experiments import sweep_plots
 
 __all__ = [
@@ -110,7 +109,7 @@ def read_run(workdir: str | Path, config: Mapping[str, Any] | None = None) -> Ru
                                 "not a cnnjax workdir (or a run that never started)")
     flat = flatten(config_json)
     metrics_path = workdir / "metrics.jsonl"
-    records = load_metrics(metrics_path) if metrics_path.exists() else []
+    records = read_metrics(metrics_path)  # damaged lines skipped: a report never crashes
     summary = read_json(workdir / "summary.json")
     completed = isinstance(summary, dict) and summary.get("status") == "completed"
     metrics: dict[str, float] = {}

@@ -195,3 +195,22 @@ def test_huge_segmentation_input_is_refused_before_the_model(tmp_path, capfd, mo
     assert code == 1 and "Traceback" not in err, err
     assert "2304 pixels" in err and "tile it" in err
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- item 13
+
+
+def test_resume_over_damaged_metrics_rows_keeps_them_aside(trained_copy, capfd, caplog):
+    path = trained_copy / "metrics.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    damaged = b"".join([lines[0], b'{"step": 1, "bad": "\xff"}\n', b"[1, 2]\n", *lines[1:]])
+    path.write_bytes(damaged)
+    with caplog.at_level(logging.WARNING, logger="cnnjax.train"):
+        code, _, err = cli(capfd, f"--workdir={trained_copy}", f"--config={TINY}",
+                           "--noplots", "--config.num_train_steps=7")
+    assert code == 0 and "Traceback" not in err, err
+    (backup,) = trained_copy.glob("metrics.jsonl.damaged-*")
+    assert backup.read_bytes() == damaged
+    assert "line 2: not UTF-8" in caplog.text and "line 3: a JSON list" in caplog.text
+    assert b"\xff" not in path.read_bytes()
+    assert max(json.loads(x)["step"] for x in path.read_text().splitlines()) == 7
