@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -302,10 +303,51 @@ class CheckpointManager:
         candidates = self._candidates(step, steps)
         abstract = abstract_like(target)
         skipped: list[str] = []
+        for _ in range(_RETRIES_AFTER_ROTATION):
+            try:
+                return self._restore_first(candidates, step, steps, abstract, skipped)
+            except _RemovedWhileReadError as removed:
+                # A running job rotated the step away (keep_checkpoints) while this process
+                # read it: not corruption. Look again at what is there now.
+                log.warning("checkpoint step %d in %s was removed by the running job while "
+                            "it was being read; trying the current checkpoints",
+                            removed.step, self.directory)
+                if step not in ("latest", "best"):
+                    self._mngr.reload()
+                    raise ValueError(
+                        f"checkpoint step {removed.step} in {self.directory} was removed by "
+                        "the running job (it keeps only its latest/best checkpoints) while "
+                        f"it was being read; saved steps now: {self.all_steps()}: choose one "
+                        "of them or 'latest'") from None
+                self._mngr.reload()
+                steps = self.all_steps()
+                if not steps:
+                    return None
+                candidates = self._candidates(step, steps)
+        raise CorruptCheckpointError(
+            f"the checkpoints in {self.directory} kept being removed while they were read "
+            f"({_RETRIES_AFTER_ROTATION} tries): is a job rotating them very fast?")
+
+    def _gone(self, step: int) -> bool:
+        """Whether `step` was removed (by the job that writes this directory) rather than
+        damaged: its folder vanishes, at once or within a second (a deletion in progress)."""
+        wait = 1.0 if self.read_only else 0.0
+        deadline = time.monotonic() + wait
+        while True:
+            if not (self.directory / str(step)).exists():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+    def _restore_first(self, candidates: list[int], step: int | str, steps: list[int],
+                       abstract: Any, skipped: list[str]) -> Restored:
         for candidate in candidates:
             try:
                 restored = self._restore_step(candidate, abstract)
             except CorruptCheckpointError as e:
+                if self._gone(candidate):
+                    raise _RemovedWhileReadError(candidate) from None
                 message = f"checkpoint step {candidate} in {self.directory} is corrupt: {e}"
                 log.warning("%s", message)
                 skipped.append(message)
@@ -376,6 +418,17 @@ class CheckpointManager:
         """Move a corrupt step aside (so the step can be saved again); read-only: leave it."""
         if not self.read_only and quarantine(self.directory, step):
             self._mngr.reload()
+
+
+_RETRIES_AFTER_ROTATION = 5
+
+
+class _RemovedWhileReadError(Exception):
+    """The step's folder vanished while it was read (rotated away by the running job)."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(step)
+        self.step = step
 
 
 def _metric_getter(name: str):

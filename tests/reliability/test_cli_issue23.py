@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import struct
 import zipfile
 import zlib
@@ -214,3 +215,43 @@ def test_resume_over_damaged_metrics_rows_keeps_them_aside(trained_copy, capfd, 
     assert "line 2: not UTF-8" in caplog.text and "line 3: a JSON list" in caplog.text
     assert b"\xff" not in path.read_bytes()
     assert max(json.loads(x)["step"] for x in path.read_text().splitlines()) == 7
+
+
+# --------------------------------------------------------------------------- item 7
+
+
+def _rotated_while_read(monkeypatch, workdir, step):
+    """The running job deletes `step` (keep_checkpoints) just as this process reads it: Orbax
+    fails on the vanished files."""
+    from cnnjax.checkpoint import manager
+
+    real = manager.CheckpointManager._restore_step
+
+    def restore_step(self, candidate, abstract):
+        if candidate == step and (workdir / "checkpoints" / str(step)).exists():
+            shutil.rmtree(workdir / "checkpoints" / str(step))
+            raise manager.CorruptCheckpointError("FileNotFoundError: .../array_metadatas")
+        return real(self, candidate, abstract)
+
+    monkeypatch.setattr(manager.CheckpointManager, "_restore_step", restore_step)
+
+
+def test_eval_of_a_checkpoint_rotated_away_is_not_called_corrupt(trained_copy, capfd,
+                                                                  monkeypatch, caplog):
+    _rotated_while_read(monkeypatch, trained_copy, 6)
+    with caplog.at_level(logging.WARNING, logger="cnnjax.checkpoint"):
+        code, out, err = cli(capfd, f"--workdir={trained_copy}", "--mode=eval",
+                             "--checkpoint=latest", "--noplots")
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-2])["step"] == 3  # the current latest
+    assert "corrupt" not in caplog.text + err
+    assert "removed by the running job while it was being read" in caplog.text
+    assert not (trained_copy / "corrupt_checkpoints").exists()
+
+
+def test_eval_of_a_given_step_rotated_away_says_so(trained_copy, capfd, monkeypatch):
+    _rotated_while_read(monkeypatch, trained_copy, 6)
+    code, _, err = cli(capfd, f"--workdir={trained_copy}", "--mode=eval", "--checkpoint=6",
+                       "--noplots")
+    assert code == 1 and "Traceback" not in err and "corrupt" not in err, err
+    assert "step 6" in err and "removed by the running job" in err and "[3]" in err
