@@ -215,6 +215,25 @@ def which_checkpoint(value: str) -> str | int:
 # --------------------------------------------------------------------------- main
 
 
+def _quiet_closed_loop_callbacks() -> None:
+    """After a failed asynchronous checkpoint (a full disk), TensorStore completes its pending
+    writes into an asyncio loop Orbax has closed, and each one reports "Event loop is closed"
+    with a traceback (dozens) through `sys.unraisablehook`, burying the run's one-line error.
+    Drop exactly those; every other unraisable exception is reported as before."""
+    if getattr(sys.unraisablehook, "_cnnjax_quiet", False):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        value = unraisable.exc_value
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._cnnjax_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
 def main(argv: Sequence[str] | None = None, *, task: str, default_config: str) -> int:
     """Parse flags (`argv[0]` is the program name; default `sys.argv`) and run one mode;
     returns the process exit code: 0 ok, 1 failed run, 2 usage error, `128 + signal` for a
@@ -226,6 +245,7 @@ def main(argv: Sequence[str] | None = None, *, task: str, default_config: str) -
         define_flags(fv, CONFIG_DIR / default_config, argv[:1])
         print(help_text(f"experiments.{script}", __doc__, fv))
         return 0
+    _quiet_closed_loop_callbacks()
     workdir = created = None
     try:
         fv = parse(argv, CONFIG_DIR / default_config)
@@ -245,6 +265,10 @@ def main(argv: Sequence[str] | None = None, *, task: str, default_config: str) -
     except KeyboardInterrupt:
         print(f"experiments.{script}: interrupted", file=sys.stderr)
         code = 128 + signal.SIGINT
+    except BaseException:  # a bug (a traceback follows): still take back an empty workdir
+        if created:
+            remove_if_empty(workdir)
+        raise
     if code != 0 and created:
         remove_if_empty(workdir)
     return code

@@ -24,11 +24,13 @@ step is restored instead.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,7 +88,36 @@ class _DropExpectedOrbaxWarnings(logging.Filter):
         return not any(text in message for text in self._EXPECTED)
 
 
+class _OneLineOrbaxThreadErrors(logging.Filter):
+    """Orbax logs every failing writer thread of an asynchronous save with a full traceback
+    (about 50 lines each: a full disk gave 160 lines before the one that matters). Keep the
+    one-line message; `CheckpointManager.wait` raises the error itself, as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and "raised an exception" in record.getMessage():
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 logging.getLogger("absl").addFilter(_DropExpectedOrbaxWarnings())
+logging.getLogger("absl").addFilter(_OneLineOrbaxThreadErrors())
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The OSError behind a failed save (Orbax/TensorStore wrap it, or only quote its code)."""
+    seen = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno:
+            return e
+        e = e.__cause__ or e.__context__
+    text = str(error)
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO):
+        if f"os_error_code='{code}'" in text or os.strerror(code) in text:
+            return OSError(code, os.strerror(code))
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +170,7 @@ class CheckpointManager:
             raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
         self.directory = Path(directory).expanduser().absolute()
         self.read_only = read_only
+        self._pending: int | None = None  # the last step handed to save()
         if not read_only:
             ensure_writable(self.directory)
         self.best_metric = best_metric
@@ -249,13 +281,32 @@ class CheckpointManager:
             loop=ocp.args.JsonSave(to_json({"value": loop})),
             meta=ocp.args.JsonSave(meta_item),
         )
-        return bool(self._mngr.save(step, args=args, metrics=metrics, force=True))
+        with self._save_errors(step):
+            self._pending = step
+            return bool(self._mngr.save(step, args=args, metrics=metrics, force=True))
 
     def wait(self) -> None:
-        """Block until every pending asynchronous save is on disk (raises its errors)."""
+        """Block until every pending asynchronous save is on disk (raises its errors; a full
+        disk, a quota or a read-only file system as one OSError naming the step and folder)."""
         self._check_open()
-        self._mngr.wait_until_finished()
-        self._mngr.check_for_errors()
+        with self._save_errors(self._pending):
+            self._mngr.wait_until_finished()
+            self._mngr.check_for_errors()
+
+    @contextlib.contextmanager
+    def _save_errors(self, step: int | None) -> Iterator[None]:
+        try:
+            yield
+        except Exception as e:
+            cause = _os_error(e)
+            if cause is None:
+                raise
+            which = f"checkpoint step {step}" if step is not None else "a checkpoint"
+            raise OSError(
+                cause.errno,
+                f"{which} could not be written to {self.directory} ({cause.strerror}); the "
+                "checkpoints before it are intact: free space (or fix the file system) and run "
+                "the same command to resume") from None
 
     def close(self) -> None:
         """Finish pending saves and release Orbax's threads (idempotent; closes even when
@@ -264,7 +315,8 @@ class CheckpointManager:
             return
         self._closed = True
         try:
-            self._mngr.wait_until_finished()
+            with self._save_errors(self._pending):
+                self._mngr.wait_until_finished()
         finally:
             self._mngr.close()
 

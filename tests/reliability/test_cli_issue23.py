@@ -255,3 +255,20 @@ def test_eval_of_a_given_step_rotated_away_says_so(trained_copy, capfd, monkeypa
                        "--noplots")
     assert code == 1 and "Traceback" not in err and "corrupt" not in err, err
     assert "step 6" in err and "removed by the running job" in err and "[3]" in err
+
+
+# --------------------------------------------------------------------------- "Also"
+
+
+def test_a_bug_still_takes_back_the_empty_workdir(tmp_path, capfd, monkeypatch):
+    """Uncaught exceptions (bugs: a traceback is right) left empty workdirs behind."""
+    from cnnjax.train import loop
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(loop, "_loop", boom)
+    workdir = tmp_path / "w"
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli(capfd, f"--workdir={workdir}", f"--config={TINY}", "--noplots")
+    assert not workdir.exists()
