@@ -78,10 +78,11 @@ def _best_metric(summary: Mapping[str, Any] | None, config: Mapping[str, Any],
                  records: Sequence[Mapping[str, Any]]) -> tuple[str | None, str]:
     """The trainer's rule: config.best_metric, else mean_iou (segmentation) or accuracy."""
     metric = (summary or {}).get("best_metric") or config.get("best_metric")
-    if metric is None:
+    if not isinstance(metric, str):
         val = [r for r in records if r.get("split") == "val"]
         metric = "mean_iou" if val and "mean_iou" in val[0] else "accuracy"
-    mode = config.get("best_mode") or ("min" if "loss" in metric else "max")
+    mode = config.get("best_mode")
+    mode = mode if mode in ("min", "max") else ("min" if "loss" in metric else "max")
     return metric, mode
 
 
@@ -127,8 +128,9 @@ def read_run(workdir: str | Path, config: Mapping[str, Any] | None = None) -> Ru
         sign = -1.0 if mode == "min" else 1.0
         best = at_best[-1] if at_best else max(scored, key=lambda r: sign * float(r[metric]))
         metrics.update({f"best_val_{k}": v for k, v in _numeric(best).items()})
-    record = read_json(workdir / RUN_RECORD) or {}
-    attempts = record.get("attempts", [])
+    record = read_json(workdir / RUN_RECORD)
+    attempts = record.get("attempts") if isinstance(record, dict) else None
+    attempts = [a for a in attempts if isinstance(a, dict)] if isinstance(attempts, list) else []
     wall = sum(float(a["wall_s"]) for a in attempts
                if isinstance(a, Mapping) and _is_number(a.get("wall_s"))) if attempts else None
     last = attempts[-1] if attempts else {}

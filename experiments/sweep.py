@@ -151,6 +151,11 @@ def load_config(config_arg: str, overrides: Sequence[str]) -> Any:
     ml_collections exactly as the entry points parse it."""
     from cnnjax.train.config import resolve_config, validate_config
 
+    path = Path(config_arg.split(":", 1)[0])
+    if not path.is_file():
+        raise UsageError(f"--config={config_arg}: " + (
+            "not a file (expected a get_config() .py file)" if path.exists()
+            else "no such config file"))
     argv = ["sweep", f"--config={config_arg}", *overrides]
     fv = flags.FlagValues()
     try:
@@ -263,7 +268,12 @@ def report(directory: Path, workdirs: Sequence[Path], fields: Sequence[str] = ()
     `planned` runs that the sweep attempted but that failed before writing their config.json
     are reported too (failed, with their error), from the config the sweep planned.
     """
-    runs = [results.read_run(w) for w in workdirs]
+    runs = []
+    for w in workdirs:
+        try:
+            runs.append(results.read_run(w))
+        except (FileNotFoundError, ValueError) as e:  # a damaged config.json: say, go on
+            print(f"experiments.sweep: skipped {w}: {e}", file=sys.stderr)
     runs += [results.read_run(r.workdir, r.config.to_dict()) for r in planned
              if r.workdir not in workdirs and (r.workdir / results.RUN_RECORD).exists()]
     fields = [*fields, *(f for f in results.setting_fields(runs) if f not in fields)]

@@ -413,7 +413,7 @@ class CheckpointManager:
         if len(candidates) == 1 and step not in ("latest", "best"):
             others = [s for s in steps if s != candidates[0]]
             raise CorruptCheckpointError(
-                f"{skipped[0]}\nchoose another step ({others or 'none left'}) or 'latest'"
+                f"{skipped[0]}; choose another step ({others or 'none left'}) or 'latest'"
             )
         raise CorruptCheckpointError(
             "no readable checkpoint among steps "

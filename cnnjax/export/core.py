@@ -205,9 +205,13 @@ def export_model(
                       None if platforms is None else tuple(platforms), onnx_batch_size)
     out_shape = jax.eval_shape(spec.forward, jax.ShapeDtypeStruct((1, *shape), jnp.float32))
     output_dir = _check_output_dir(Path(output_dir))
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = output_dir.with_name(f".{output_dir.name}.partial-{secrets.token_hex(4)}")
-    stage.mkdir()
+    try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        stage.mkdir()
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write into {str(output_dir.parent)!r} for output_dir "
+                               f"{str(output_dir)!r}: {e.strerror}") from None
     try:
         paths = _write_all(spec, model, names, stage, shape, out_shape, metadata)
         _publish(stage, output_dir)
@@ -221,6 +225,12 @@ def _check_output_dir(output_dir: Path) -> Path:
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"output_dir {str(output_dir)!r} is a file; expected a folder (new, "
                          "empty, or an earlier export)")
+    for parent in output_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"output_dir {str(output_dir)!r} is inside {str(parent)!r}, "
+                                 "a file; expected a folder")
+            break
     if output_dir.is_dir() and not (output_dir / EXPORT_FILE).exists() and any(
             output_dir.iterdir()):
         raise ValueError(

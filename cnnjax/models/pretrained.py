@@ -58,9 +58,10 @@ def _load_file(path: str, suffix: str) -> Any:
 
             return load_file(path)
         if suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                if not hasattr(data, "files"):
-                    raise ValueError("it holds one array, not named arrays (an .npy file?)")
+            data = np.load(path, allow_pickle=False)
+            if not hasattr(data, "files"):
+                raise ValueError("it holds one array, not named arrays: an .npy file?")
+            with data:
                 return {k: data[k] for k in data.files}
         import torch  # heavy and optional: only the .pth/.pt format needs it
 

@@ -173,6 +173,17 @@ def fit_image(image: Any, info: Any, resize: bool) -> np.ndarray:
         x = x[..., None]
     if x.ndim != spatial + 1:
         raise ValueError(f"an input image has shape {x.shape}; expected {info.image_shape}")
+    if x.size == 0:
+        raise ValueError(f"an input image has shape {x.shape}: it is empty; expected "
+                         f"{info.image_shape}")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise ValueError(f"an input image has dtype {x.dtype}; expected integer pixels "
+                         "(uint8 0..255, uint16 0..65535) or float32 preprocessed values")
+    if np.issubdtype(x.dtype, np.integer) and x.dtype not in (np.uint8, np.uint16) and (
+            x.min() < 0 or x.max() > 255):
+        raise ValueError(f"an input image of dtype {x.dtype} has values {x.min()}..{x.max()}; "
+                         "expected pixels 0..255 (or uint16 0..65535): clipping would change "
+                         "the image")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"an input image holds NaN or Inf values (shape {x.shape}); expected "
                          "finite pixel values")

@@ -272,3 +272,88 @@ def test_a_bug_still_takes_back_the_empty_workdir(tmp_path, capfd, monkeypatch):
     with pytest.raises(RuntimeError, match="a bug"):
         cli(capfd, f"--workdir={workdir}", f"--config={TINY}", "--noplots")
     assert not workdir.exists()
+
+
+# --------------------------------------------------------------------------- the new probes
+# A second round over the paths added since (export, sweep, init_from, predict): each of these
+# gave a traceback, a silent change or a two-line message before.
+
+
+def test_export_output_inside_a_file_and_ctrl_c(trained, tmp_path, capfd, monkeypatch):
+    from cnnjax.export import core
+    from experiments import export_mode
+
+    (tmp_path / "afile").write_text("x")
+    code = export_mode.main(["prog", f"--workdir={trained}", f"--output={tmp_path / 'afile/x'}"])
+    err = capfd.readouterr().err
+    assert code == 1 and "Traceback" not in err and "is inside" in err, err
+
+    out = tmp_path / "export"
+    assert export_mode.main(["prog", f"--workdir={trained}", f"--output={out}"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(core, "_write_all", interrupted)
+    capfd.readouterr()
+    code = export_mode.main(["prog", f"--workdir={trained}", f"--output={out}"])
+    err = capfd.readouterr().err
+    assert code == 130 and "Traceback" not in err and "left as it was" in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "export"]
+
+
+def test_corrupt_given_step_is_one_line(trained_copy, capfd):
+    (trained_copy / "checkpoints" / "6" / "state" / "_METADATA").unlink()
+    code, _, err = cli(capfd, f"--workdir={trained_copy}", "--mode=eval", "--checkpoint=6",
+                       "--noplots")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "choose another step" in err
+
+
+@pytest.mark.parametrize("array, text", [
+    (np.zeros((1, 16, 16, 3), bool), "dtype bool"),
+    (np.full((1, 16, 16, 3), 1000, np.int64), "values 1000..1000"),
+    (np.zeros((1, 16, 16, 3), np.complex64), "dtype complex64"),
+    (np.zeros((1, 0, 16, 3), np.uint8), "it is empty"),
+])
+def test_predict_refuses_pixels_it_would_silently_change(trained, tmp_path, capfd, array, text):
+    np.save(tmp_path / "x.npy", array)
+    code, _, err = cli(capfd, f"--workdir={trained}", "--mode=predict",
+                       f"--input={tmp_path / 'x.npy'}", f"--output={tmp_path / 'out'}",
+                       "--noplots")
+    assert code == 1 and "Traceback" not in err and text in err, err
+
+
+def test_init_from_npz_that_is_one_array(tmp_path, capfd):
+    np.save(tmp_path / "w.npy", np.ones(3, np.float32))
+    (tmp_path / "w.npy").rename(tmp_path / "w.npz")
+    code, _, err = cli(capfd, f"--workdir={tmp_path / 'w'}", f"--config={TINY}", "--noplots",
+                       f"--config.init_from={tmp_path / 'w.npz'}")
+    assert code == 1 and "Traceback" not in err and "not named arrays" in err, err
+
+
+def test_sweep_missing_config_and_damaged_records(trained, tmp_path, capsys):
+    from experiments import sweep
+
+    assert sweep.main(["sweep", f"--workdir={tmp_path / 's'}", "--config=/nope.py",
+                       "--dry-run"]) == 2
+    assert "no such config file" in capsys.readouterr().err
+    damage = {
+        "record_list": lambda d: (d / "sweep_run.json").write_text("[1, 2]"),
+        "attempts_int": lambda d: (d / "sweep_run.json").write_text('{"attempts": 5}'),
+        "attempts_str": lambda d: (d / "sweep_run.json").write_text('{"attempts": ["x"]}'),
+        "best_metric_int": lambda d: (d / "summary.json").write_text(
+            '{"status": "completed", "step": 6, "best_metric": 3, "val": {"accuracy": 0.5}}'),
+        "config_garbage": lambda d: (d / "config.json").write_text("{"),
+    }
+    for name, fn in damage.items():
+        shutil.copytree(trained, tmp_path / "r" / name)
+        fn(tmp_path / "r" / name)
+    code = sweep.main(["sweep", "--report", str(tmp_path / "r"), "--noplots"])
+    err = capsys.readouterr().err
+    assert code == 0 and "Traceback" not in err, err
+    assert err.strip().splitlines() == [
+        f"experiments.sweep: skipped {tmp_path / 'r' / 'config_garbage'}: "
+        f"{tmp_path / 'r' / 'config_garbage' / 'config.json'} is missing or unreadable: not a "
+        "cnnjax workdir (or a run that never started)"]
