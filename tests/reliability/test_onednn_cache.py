@@ -82,3 +82,29 @@ def test_cache_dir_that_cannot_be_created_falls_back(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     count, message = proc.stdout.splitlines()
     assert count == "1" and "cannot write the kernel cache" in message, proc.stdout
+
+
+def test_truncated_cached_kernel_is_rebuilt_not_loaded(tmp_path):
+    """A truncated kernel in the cache crashed the process with SIGBUS (exit 135) at dlopen
+    (found by the second probe round of issue 23); it is now detected and rebuilt."""
+    from cnnjax.ops.onednn import native
+
+    try:
+        built = native.build()
+    except native.BuildError as e:
+        pytest.skip(f"the kernel cannot be built here: {e}")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / built.name).write_bytes(built.read_bytes()[:1000])
+    script = SCRIPT + "print(onednn.available())\n"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "CNNJAX_CACHE_DIR": str(cache),
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    for name in ("CNNJAX_ONEDNN", "CNNJAX_ONEDNN_ROOT", "CXX"):
+        env.pop(name, None)
+    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-3000:])
+    count, message, available = proc.stdout.splitlines()
+    assert count == "1" and "is damaged (truncated); rebuilding it" in message
+    assert available == "True"
+    assert (cache / built.name).stat().st_size == built.stat().st_size

@@ -101,6 +101,23 @@ def _compile_command(out: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def _complete_elf(path: Path) -> bool:
+    """Whether `path` is a whole 64-bit little-endian ELF file: its section header table (at the
+    end of the file) lies within it. A truncated shared library can crash `dlopen` with SIGBUS."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+        return False
+    shoff = int.from_bytes(head[0x28:0x30], "little")
+    shentsize = int.from_bytes(head[0x3A:0x3C], "little")
+    shnum = int.from_bytes(head[0x3C:0x3E], "little")
+    return 0 < shoff and shoff + shentsize * shnum <= size
+
+
 def build() -> Path:
     """Path of the compiled kernel, building it into `cache_dir()` when missing."""
     probe = _compile_command(Path("OUT"))
@@ -109,7 +126,15 @@ def build() -> Path:
     key.update(" ".join([jax.__version__, *probe]).encode())
     target = cache_dir() / f"onednn_conv-{key.hexdigest()[:16]}.so"
     if target.is_file():
-        return target
+        if _complete_elf(target):
+            return target
+        warnings.warn(f"cnnjax: the cached oneDNN kernel {target} is damaged (truncated); "
+                      "rebuilding it", RuntimeWarning, stacklevel=2)
+        try:
+            target.unlink()  # loading it would crash the process (SIGBUS), not raise
+        except OSError as err:
+            raise BuildError(f"the cached kernel {target} is damaged and cannot be removed "
+                             f"({err.strerror or err}); delete it") from err
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
