@@ -281,10 +281,10 @@ def _print_written(paths: Sequence[Path]) -> None:
 
 def _run_mode(fv: flags.FlagValues, task: str, script: str) -> int:
     workdir = Path(fv.workdir)
+    if fv.mode == "predict" and not fv.input:  # a usage error before the workdir is read
+        raise UsageError("--mode=predict needs --input (a folder of images, a .npy or a .npz)")
     config = run_config(fv)  # fail fast, before any data or device work
     check_task(config, task, script)
-    if fv.mode == "predict" and not fv.input:
-        raise UsageError("--mode=predict needs --input (a folder of images, a .npy or a .npz)")
     split = fv.split or config.test_split or config.eval_split
     if fv.mode == "eval" and not split:
         raise UsageError("--split is needed: the config has no test_split nor eval_split")
