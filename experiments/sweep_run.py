@@ -163,11 +163,14 @@ class _Signals:
 
     def __init__(self) -> None:
         self.got: int | None = None
+        self.again = False  # a second signal while the runs stop: kill them
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.got is None:
             self.got = signum
+        else:
+            self.again = True
 
     def __enter__(self) -> _Signals:
         for s in FORWARDED:
@@ -195,7 +198,9 @@ def execute(runs: Sequence[Run], jobs: int, *, pin: bool = False, out: Any = Non
     direct command bitwise.
 
     SIGTERM, SIGINT (Ctrl-C) or SIGHUP: SIGTERM to the running ones (the trainer checkpoints
-    and stops), wait for them, record them as stopped and raise `Stopped(signum)`.
+    and stops), wait for them, record them as stopped and raise `Stopped(signum)`; a second
+    signal meanwhile kills the runs still stopping (SIGKILL: they resume from their last
+    checkpoint).
     """
     slots = cpu_slots(jobs) if pin and jobs > 1 else [[] for _ in range(jobs)]
     queue = list(runs)
@@ -243,8 +248,18 @@ def execute(runs: Sequence[Run], jobs: int, *, pin: bool = False, out: Any = Non
         if signals.got is not None:
             for job in running:
                 job.process.send_signal(signal.SIGTERM)
+            killed = False
+            while any(job.process.poll() is None for job in running):
+                if signals.again and not killed:  # a second Ctrl-C/SIGTERM: do not wait
+                    print("experiments.sweep: second signal: killing the runs still stopping "
+                          "(they resume from their last checkpoint)", file=sys.stderr,
+                          flush=True)
+                    for job in running:
+                        if job.process.poll() is None:
+                            job.process.kill()
+                    killed = True
+                time.sleep(min(poll_s, 0.1))
             for job in running:
-                job.process.wait()
                 _finish(job, stopped_by=signals.got)
             raise Stopped(signals.got)
     return failures

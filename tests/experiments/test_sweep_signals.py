@@ -159,3 +159,29 @@ def test_the_failure_reason_is_the_runs_own_error_line(tmp_path, capsys):
     assert attempt["reason"] == ("experiments.classify: error: config.dataset='nope' is not "
                                  "registered")
     assert out.rstrip().endswith(attempt["reason"])
+
+
+STUBBORN = CHILD.replace('time.sleep(0.5)  # "writing its checkpoint"',
+                         "time.sleep(300)  # hangs")
+
+
+def test_a_second_signal_kills_runs_that_do_not_stop(tmp_path):
+    """A run that hangs while stopping would hold the sweep forever; a second Ctrl-C kills."""
+    assert STUBBORN != CHILD
+    proc = subprocess.Popen([sys.executable, "-c", SWEEP.format(child=STUBBORN),
+                             str(tmp_path)], env=_env(), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    pids_files = [tmp_path / f"seed={i}" / "pid" for i in range(2)]
+    try:
+        _wait_for(pids_files)
+        pids = [int(p.read_text()) for p in pids_files]
+        proc.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        assert proc.poll() is None  # still waiting for its runs to checkpoint
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "second signal: killing" in err, err
+    assert not any(_alive(pid) for pid in pids)
