@@ -32,12 +32,14 @@ def is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
 
 
-def check_int(value: Any, name: str, *, minimum: int = 1) -> int:
-    """An int `>= minimum` (default 1: a size, a count, a stride)."""
+def check_int(value: Any, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """An int `>= minimum` (default 1: a size, a count, a stride) and `<= maximum` if given."""
     if not is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return int(value)
 
 
@@ -104,7 +106,20 @@ def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
     return value
 
 
+_SWITCH_ON = ("1", "true", "on", "yes", "")
+_SWITCH_OFF = ("0", "false", "off", "no")
+
+
 def env_switch(name: str) -> bool:
-    """An on/off environment variable (cnnjax's CPU levers): off for ``0``, ``false``, ``off``
-    or ``no`` (any case), on for anything else and when unset."""
-    return os.environ.get(name, "1").strip().lower() not in ("0", "false", "off", "no")
+    """An on/off environment variable (cnnjax's CPU levers): on for ``1``, ``true``, ``on``,
+    ``yes`` (any case), empty or unset; off for ``0``, ``false``, ``off`` or ``no``. Anything
+    else (``disabled``, ``of``) is a ValueError naming the variable: a typo must not silently
+    mean "on"."""
+    value = os.environ.get(name, "1")
+    word = value.strip().lower()
+    if word in _SWITCH_OFF:
+        return False
+    if word in _SWITCH_ON:
+        return True
+    raise ValueError(f"environment variable {name}={value!r}: expected 1/true/on/yes or "
+                     "0/false/off/no (any case)")

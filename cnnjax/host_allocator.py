@@ -26,6 +26,7 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
+import warnings
 
 from cnnjax.checks import env_switch
 
@@ -56,8 +57,16 @@ def cpu_only() -> bool:
 
 
 def configure() -> bool:
-    """Applies the settings where they apply (see the module docstring); True if applied."""
-    if not (enabled() and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"):
+    """Applies the settings where they apply (see the module docstring); True if applied.
+
+    A ``CNNJAX_HOST_ALLOCATOR`` that is neither on nor off warns and leaves malloc alone (this
+    runs on import: no error can be caught there)."""
+    try:
+        on = enabled()
+    except ValueError as e:
+        warnings.warn(f"cnnjax: {e}; malloc settings left alone", RuntimeWarning, stacklevel=2)
+        return False
+    if not (on and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"):
         return False
     if not cpu_only():
         return False

@@ -195,6 +195,25 @@ def which_checkpoint(value: str) -> str | int:
 # --------------------------------------------------------------------------- main
 
 
+def _quiet_closed_loop_callbacks() -> None:
+    """After a failed asynchronous checkpoint (a full disk), TensorStore completes its pending
+    writes into an asyncio loop Orbax has closed, and each one reports "Event loop is closed"
+    with a traceback (dozens) through `sys.unraisablehook`, burying the run's one-line error.
+    Drop exactly those; every other unraisable exception is reported as before."""
+    if getattr(sys.unraisablehook, "_cnnjax_quiet", False):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        value = unraisable.exc_value
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._cnnjax_quiet = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
 def main(argv: Sequence[str] | None = None, *, task: str, default_config: str) -> int:
     """Parse flags (`argv[0]` is the program name; default `sys.argv`) and run one mode;
     returns the process exit code: 0 ok, 1 failed run, 2 usage error, `128 + signal` for a
@@ -207,6 +226,7 @@ def main(argv: Sequence[str] | None = None, *, task: str, default_config: str) -
         doc = importlib.import_module(f"experiments.{script}").__doc__ or ""
         print(help_text(f"experiments.{script}", doc, fv))
         return 0
+    _quiet_closed_loop_callbacks()
     workdir = created = None
     try:
         fv = parse(argv, CONFIG_DIR / default_config)
@@ -225,6 +245,10 @@ def main(argv: Sequence[str] | None = None, *, task: str, default_config: str) -
     except KeyboardInterrupt:
         print(f"experiments.{script}: interrupted", file=sys.stderr)
         code = 128 + signal.SIGINT
+    except BaseException:  # a bug (a traceback follows): still take back an empty workdir
+        if created:
+            remove_if_empty(workdir)
+        raise
     if code != 0 and created:
         remove_if_empty(workdir)
     return code
@@ -258,10 +282,10 @@ def _export(fv: flags.FlagValues, argv: Sequence[str], script: str) -> int:
 
 def _run_mode(fv: flags.FlagValues, argv: Sequence[str], task: str, script: str) -> int:
     workdir = Path(fv.workdir)
+    if fv.mode == "predict" and not fv.input:  # a usage error before the workdir is read
+        raise UsageError("--mode=predict needs --input (a folder of images, a .npy or a .npz)")
     config = run_config(fv, argv, f"experiments.{script}")  # before any data or device work
     check_task(config, task, script)
-    if fv.mode == "predict" and not fv.input:
-        raise UsageError("--mode=predict needs --input (a folder of images, a .npy or a .npz)")
     split = fv.split or config.test_split or config.eval_split
     if fv.mode == "eval" and not split:
         raise UsageError("--split is needed: the config has no test_split nor eval_split")

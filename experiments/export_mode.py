@@ -50,10 +50,14 @@ def run_export(workdir: str, checkpoint: str = "best", formats: str = "auto",
         return 2
     try:
         paths = export_from_flags(workdir, checkpoint, formats, output, config)
-    except (ExportError, FileNotFoundError, ValueError, TypeError,
+    except (ExportError, OSError, ValueError, TypeError,
             CorruptCheckpointError, StructureMismatchError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; --output was left as it was (an export is written "
+              "aside and renamed into place only when complete)", file=sys.stderr)
+        return 130
     for fmt, path in paths.items():
         print(f"wrote {fmt}: {path}")
     return 0

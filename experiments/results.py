@@ -29,8 +29,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from cnnjax.train.reporting import flatten
-from cnnjax.viz import load_metrics
+from cnnjax.train.reporting import flatten, read_metrics
 from experiments import sweep_plots
 
 __all__ = [
@@ -71,7 +70,7 @@ class RunResult:
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8, not JSON
         return None
 
 
@@ -79,17 +78,21 @@ def _best_metric(summary: Mapping[str, Any] | None, config: Mapping[str, Any],
                  records: Sequence[Mapping[str, Any]]) -> tuple[str | None, str]:
     """The trainer's rule: config.best_metric, else mean_iou (segmentation) or accuracy."""
     metric = (summary or {}).get("best_metric") or config.get("best_metric")
-    if metric is None:
+    if not isinstance(metric, str):
         val = [r for r in records if r.get("split") == "val"]
         metric = "mean_iou" if val and "mean_iou" in val[0] else "accuracy"
-    mode = config.get("best_mode") or ("min" if "loss" in metric else "max")
+    mode = config.get("best_mode")
+    mode = mode if mode in ("min", "max") else ("min" if "loss" in metric else "max")
     return metric, mode
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _numeric(row: Mapping[str, Any]) -> dict[str, float]:
     skip = {"step", "epoch", "split"}
-    return {k: float(v) for k, v in row.items()
-            if k not in skip and isinstance(v, int | float) and not isinstance(v, bool)}
+    return {k: float(v) for k, v in row.items() if k not in skip and _is_number(v)}
 
 
 def read_run(workdir: str | Path, config: Mapping[str, Any] | None = None) -> RunResult:
@@ -107,16 +110,17 @@ def read_run(workdir: str | Path, config: Mapping[str, Any] | None = None) -> Ru
                                 "not a cnnjax workdir (or a run that never started)")
     flat = flatten(config_json)
     metrics_path = workdir / "metrics.jsonl"
-    records = load_metrics(metrics_path) if metrics_path.exists() else []
+    records = read_metrics(metrics_path)  # damaged lines skipped: a report never crashes
     summary = read_json(workdir / "summary.json")
     completed = isinstance(summary, dict) and summary.get("status") == "completed"
     metrics: dict[str, float] = {}
     for split in ("val", "test"):
         rows = [r for r in records if r.get("split") == split]
         final = summary.get(split) if completed else (_numeric(rows[-1]) if rows else None)
-        metrics.update({f"{split}_{k}": float(v) for k, v in (final or {}).items()})
+        final = _numeric(final) if isinstance(final, Mapping) else {}  # null/text: skipped
+        metrics.update({f"{split}_{k}": v for k, v in final.items()})
     metric, mode = _best_metric(summary if completed else None, flat, records)
-    scored = [r for r in records if r.get("split") == "val" and metric in r]
+    scored = [r for r in records if r.get("split") == "val" and _is_number(r.get(metric))]
     best_step = summary.get("best_step") if completed else None
     at_best = [r for r in scored if r["step"] == best_step]
     if scored:
@@ -124,16 +128,21 @@ def read_run(workdir: str | Path, config: Mapping[str, Any] | None = None) -> Ru
         sign = -1.0 if mode == "min" else 1.0
         best = at_best[-1] if at_best else max(scored, key=lambda r: sign * float(r[metric]))
         metrics.update({f"best_val_{k}": v for k, v in _numeric(best).items()})
-    record = read_json(workdir / RUN_RECORD) or {}
-    attempts = record.get("attempts", [])
-    wall = sum(float(a.get("wall_s", 0.0)) for a in attempts) if attempts else None
-    failed = bool(attempts) and attempts[-1].get("returncode") not in (0, None)
+    record = read_json(workdir / RUN_RECORD)
+    attempts = record.get("attempts") if isinstance(record, dict) else None
+    attempts = [a for a in attempts if isinstance(a, dict)] if isinstance(attempts, list) else []
+    wall = sum(float(a["wall_s"]) for a in attempts
+               if isinstance(a, Mapping) and _is_number(a.get("wall_s"))) if attempts else None
+    last = attempts[-1] if attempts else {}
+    failed = (last.get("outcome") == "failed" if "outcome" in last
+              else last.get("returncode") not in (0, None))
     status = ("completed" if completed else "failed" if failed
               else "unfinished" if records else "not started")
-    steps = [int(r["step"]) for r in records if "step" in r]
+    steps = [int(r["step"]) for r in records if _is_number(r.get("step"))]
     return RunResult(
         name=workdir.name, workdir=workdir, config=flat, status=status,
-        step=int(summary["step"]) if completed else (max(steps) if steps else None),
+        step=(int(summary["step"]) if _is_number(summary.get("step")) else None) if completed
+        else (max(steps) if steps else None),
         total_steps=(summary or {}).get("total_steps") if completed else flat.get(
             "num_train_steps"),
         best_step=best_step,

@@ -7,7 +7,9 @@
   the command line's `--config.FIELD=VALUE` overrides applied on top (e.g.
   `--config.data_dir=/new/place` or `--config.eval_batch_size=8`). A `--config` file given
   too is not used: when it differs from the run's config a warning names the fields that
-  differ (it is never silently preferred).
+  differ (it is never silently preferred). Without `config.json` they refuse to run (exit 1,
+  naming the file) unless a `--config` file is given explicitly: the script's default config
+  would build another model.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ml_collections import config_flags
 from cnnjax import data
 from cnnjax.train.config import prepare_config, resolve_config
 from cnnjax.train.dataset_info import info_from_config
+from cnnjax.train.evaluation import read_config_json
 from cnnjax.train.tasks import TASKS
 from cnnjax.workdir_layout import CONFIG_FILE
 from experiments.cli_errors import UsageError
@@ -52,11 +55,7 @@ def _without_config_file(argv: Sequence[str]) -> list[str]:
 
 def saved_config(workdir: Path, argv: Sequence[str]) -> ml_collections.ConfigDict:
     """`workdir/config.json` with the `--config.FIELD=VALUE` overrides of `argv`, prepared."""
-    path = Path(workdir) / CONFIG_FILE
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read the run's config {path}: {e}") from e
+    raw = read_config_json(workdir)  # errors name the file and what is wrong with it
     base = resolve_config(_tuples(raw))  # imports the run's code before overrides name it
     argv = _without_config_file(argv)
     fv = flags.FlagValues()
@@ -66,7 +65,7 @@ def saved_config(workdir: Path, argv: Sequence[str]) -> ml_collections.ConfigDic
     try:
         fv(list(argv), known_only=True)
     except flags.Error as e:
-        raise UsageError(f"an override of {path}: {e}") from e
+        raise UsageError(f"an override of {Path(workdir) / CONFIG_FILE}: {e}") from e
     return prepare_config(fv.config)
 
 
@@ -99,9 +98,9 @@ def run_config(fv: flags.FlagValues, argv: Sequence[str], prog: str
                ) -> ml_collections.ConfigDict:
     """The config to run, resolved and validated once (module docstring)."""
     workdir = Path(fv.workdir)
-    if fv.mode == "train" or not (workdir / CONFIG_FILE).exists():
+    if fv.mode == "train" or (fv["config"].present and not (workdir / CONFIG_FILE).exists()):
         return prepare_config(fv.config)
-    config = saved_config(workdir, argv)
+    config = saved_config(workdir, argv)  # never the default config: another model, silently
     if fv["config"].present:
         differ = differing_fields(resolve_config(fv.config), config)
         if differ:

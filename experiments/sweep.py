@@ -18,13 +18,17 @@ as separate processes sharing the CPUs (`--pin` gives each 1/N of them: see
 `experiments.sweep_run.execute` for what that does to bitwise equality). Each run's stdout and
 stderr go to `<workdir>/sweep.log`; attempts, exit codes and wall times to
 `<workdir>/sweep_run.json`. A failing run does not stop the others; it is reported with the
-end of its log, and the sweep exits with 1.
+end of its log, and the sweep exits with 1. SIGTERM, SIGINT or SIGHUP to the sweep stops its
+running runs at a checkpoint (forwarded as SIGTERM), waits for them and exits 128 + signal
+(143, 130, 129); a run whose workdir another process holds is not started (reported BUSY, never
+recorded as failed).
 At the end DIR gets results.csv, summary.csv, summary.md and plots/ (`experiments.results`).
 Exit codes: 0 all runs completed, 1 a run failed, 2 a usage error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import shlex
@@ -38,7 +42,7 @@ from ml_collections import config_flags
 
 from experiments import results
 from experiments.cli_help import help_text, wants_help
-from experiments.sweep_run import LOG_FILE, Run, execute
+from experiments.sweep_run import LOG_FILE, Run, Stopped, execute
 
 SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._=,+-")
 
@@ -133,8 +137,9 @@ def parse_seeds(text: str) -> list[int]:
         seeds = [int(s) for s in split_values(text)]
     except ValueError:
         seeds = []
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise UsageError(f"--seeds={text!r}; expected distinct integers >= 0, e.g. 0,1,2")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) > 2**63 - 1:
+        raise UsageError(f"--seeds={text!r}; expected distinct integers in 0..2**63-1, "
+                         "e.g. 0,1,2")
     return seeds
 
 
@@ -146,6 +151,11 @@ def load_config(config_arg: str, overrides: Sequence[str]) -> Any:
     ml_collections exactly as the entry points parse it."""
     from cnnjax.train.config import resolve_config, validate_config
 
+    path = Path(config_arg.split(":", 1)[0])
+    if not path.is_file():
+        raise UsageError(f"--config={config_arg}: " + (
+            "not a file (expected a get_config() .py file)" if path.exists()
+            else "no such config file"))
     argv = ["sweep", f"--config={config_arg}", *overrides]
     fv = flags.FlagValues()
     try:
@@ -175,10 +185,19 @@ def value_text(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+MAX_NAME = 255  # bytes in one file name on every common file system
+
+
 def run_name(settings: dict[str, Any], seed: int) -> str:
-    """'field=value,...,seed=S': readable, stable, filesystem-safe (other characters -> _)."""
+    """'field=value,...,seed=S': readable, stable, filesystem-safe (other characters -> _).
+    A name over 255 bytes (long grid values) keeps its first 200 characters and the seed, plus
+    a hash of the whole: still stable, still unique."""
     text = ",".join([*(f"{k}={value_text(v)}" for k, v in settings.items()), f"seed={seed}"])
-    return "".join(ch if ch in SAFE else "_" for ch in text)
+    name = "".join(ch if ch in SAFE else "_" for ch in text)
+    if len(name.encode()) > MAX_NAME:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        name = f"{name[:200]},hash={digest},seed={seed}"
+    return name
 
 
 def _get(config: Any, field: str) -> Any:
@@ -254,7 +273,12 @@ def report(directory: Path, workdirs: Sequence[Path], fields: Sequence[str] = ()
     `planned` runs that the sweep attempted but that failed before writing their config.json
     are reported too (failed, with their error), from the config the sweep planned.
     """
-    runs = [results.read_run(w) for w in workdirs]
+    runs = []
+    for w in workdirs:
+        try:
+            runs.append(results.read_run(w))
+        except (FileNotFoundError, ValueError) as e:  # a damaged config.json: say, go on
+            print(f"experiments.sweep: skipped {w}: {e}", file=sys.stderr)
     runs += [results.read_run(r.workdir, r.config.to_dict()) for r in planned
              if r.workdir not in workdirs and (r.workdir / results.RUN_RECORD).exists()]
     fields = [*fields, *(f for f in results.setting_fields(runs) if f not in fields)]
@@ -283,6 +307,17 @@ def _report_main(fv: flags.FlagValues, args: Sequence[str]) -> int:
     return 0
 
 
+def _check_workdir(workdir: Path) -> None:
+    """--workdir must be (or be creatable as) a folder: checked before --dry-run answers."""
+    for p in [workdir, *workdir.parents]:
+        if p.exists():
+            if not p.is_dir():
+                what = "is a file" if p == workdir else f"is inside {str(p)!r}, a file"
+                raise UsageError(f"--workdir={str(workdir)!r} {what}; expected a folder (new "
+                                 "or an earlier sweep's)")
+            break
+
+
 def _sweep_main(fv: flags.FlagValues, overrides: Sequence[str], args: Sequence[str]) -> int:
     if args:
         raise UsageError(f"unexpected arguments {list(args)} (did you mean --report?)")
@@ -293,6 +328,7 @@ def _sweep_main(fv: flags.FlagValues, overrides: Sequence[str], args: Sequence[s
     grid = parse_grid(fv.grid)
     seeds = parse_seeds(fv.seeds) if fv.seeds is not None else None
     workdir = Path(fv.workdir)
+    _check_workdir(workdir)
     runs = plan(workdir, fv.config, overrides, grid, seeds, run_plots=fv.plots)
     finished = [r for r in runs if is_finished(r)]
     todo = [r for r in runs if r not in finished]
@@ -303,13 +339,24 @@ def _sweep_main(fv: flags.FlagValues, overrides: Sequence[str], args: Sequence[s
             print(f"{state:8s} {r.workdir}\n         {shlex.join(r.command)}")
         print(f"{len(runs)} runs: {len(finished)} finished, {len(todo)} to run")
         return 0
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"experiments.sweep: error: cannot create --workdir={str(workdir)!r}: "
+              f"{e.strerror or e}", file=sys.stderr)
+        return 1
     print(f"sweep: {len(runs)} runs in {workdir} ({len(finished)} finished, skipped; "
           f"{len(todo)} to run, {fv.jobs} at a time)", flush=True)
     failures = execute(todo, fv.jobs, pin=fv.pin)
     report(workdir, find_runs([workdir]), list(grid), planned=runs, plots=fv.plots)
     for run, attempt in failures:
-        print(f"FAILED {run.name} (exit {attempt['returncode']}); log {run.workdir / LOG_FILE}:"
-              f"\n{attempt['error']}\n", file=sys.stderr)
+        if attempt["outcome"] == "busy":
+            print(f"BUSY {run.name}: not run, its workdir is in use by another process",
+                  file=sys.stderr)
+            continue
+        print(f"FAILED {run.name} (exit {attempt['returncode']}): {attempt['reason']}\n"
+              f"log {run.workdir / LOG_FILE}, last lines:\n{attempt['error']}\n",
+              file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -329,6 +376,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as e:
         print(f"experiments.sweep: usage error: {e}", file=sys.stderr)
         return 2
+    except Stopped as e:
+        print(f"experiments.sweep: {e}: the running runs were stopped at a checkpoint; run the "
+              "same command again to resume", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("experiments.sweep: interrupted; run the same command again to resume",
               file=sys.stderr)

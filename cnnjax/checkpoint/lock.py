@@ -1,36 +1,45 @@
-"""One run per workdir: a lock file created atomically, naming its holder.
+"""One run per workdir: an OS-level lock (`flock`) on `<workdir>/cnnjax.lock`, held for the
+process's life.
 
 Relaunching a job that is still running is a common accident; two processes writing one
-workdir's checkpoints and `metrics.jsonl` corrupt both. `acquire(workdir)` creates
-`<workdir>/cnnjax.lock` with `O_CREAT | O_EXCL` (atomic on local file systems and NFSv3+)
-holding the host, PID and start time of the process; a second process fails at once with
-`WorkdirLockedError` naming them. A lock whose process is dead on this host (killed, OOM) is
-taken over with a log line; a PID reused by another process is recognised by the process
-start time recorded next to it (Linux `/proc`). Multi-host: only process 0 takes the lock
-(one per workdir); the others get a lock object that holds nothing.
+workdir's checkpoints and `metrics.jsonl` corrupt both. `acquire(workdir)` opens
+`<workdir>/cnnjax.lock` and takes an exclusive, non-blocking `fcntl.flock` on it; a second
+process fails at once with `WorkdirLockedError`. The kernel releases the lock when its holder
+exits in any way (killed, OOM, power loss of a container), so there is no "stale" lock to
+judge, and no PID to trust: PIDs do not identify a process across PID namespaces (two
+containers sharing a hostname both see their own PID 1). The host, PID, PID namespace and
+start time written into the file are only for the error message. (Linux NFS clients emulate
+`flock` with byte-range locks that the server arbitrates, so this holds across hosts too.)
 
-Released by `release()`, on leaving the `with` block, or at interpreter exit (atexit).
+A file left by a process that is gone is simply locked again (one log line); the file is
+removed on release, and an acquirer that locked a file just removed by its holder retries on
+the new one (inode check), so two processes never both hold "the" lock. Multi-host: only
+process 0 takes the lock (one per workdir); the others get a lock object that holds nothing.
+
+Released by `release()`, on leaving the `with` block, at interpreter exit (atexit), or by the
+kernel when the process ends.
 """
 
 from __future__ import annotations
 
 import atexit
 import datetime
+import errno
+import fcntl
 import json
 import logging
 import os
-import secrets
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
 import jax
 
-__all__ = ["LOCK_FILE", "WorkdirLock", "WorkdirLockedError", "acquire"]
+__all__ = ["LOCK_FILE", "WorkdirLock", "WorkdirLockedError", "acquire", "describe_holder",
+           "holder_of"]
 
 LOCK_FILE = "cnnjax.lock"
-_CREATING_GRACE_S = 10.0  # an empty lock file younger than this is a holder still writing it
+_MAX_READ = 4096  # the holder's text is a few hundred bytes; never read a huge file whole
 
 log = logging.getLogger("cnnjax.checkpoint")
 
@@ -39,30 +48,32 @@ class WorkdirLockedError(RuntimeError):
     """Another process holds the workdir's lock."""
 
 
-def _process_start_ticks(pid: int) -> int | None:
-    """Start time of `pid` in clock ticks since boot (Linux), to tell a reused PID apart."""
+def _pid_namespace() -> str | None:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
         return None
 
 
-def _alive(pid: int, start_ticks: int | None) -> bool:
-    """Whether `pid` runs on this host and is the process that wrote the lock."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by another user
-    now = _process_start_ticks(pid)
-    return start_ticks is None or now is None or now == start_ticks
-
-
 def _describe(holder: dict[str, Any]) -> str:
-    return (f"host {holder.get('host')!r}, PID {holder.get('pid')}, "
+    if not holder:
+        return "a process that has not written its name yet"
+    text = (f"host {holder.get('host')!r}, PID {holder.get('pid')}, "
             f"started {holder.get('start_time')}")
+    ns = holder.get("pid_namespace")
+    if ns and holder.get("host") == socket.gethostname() and ns != _pid_namespace():
+        text += " (a PID in another PID namespace, e.g. another container)"
+    return text
+
+
+def _read_fd(fd: int) -> dict[str, Any]:
+    """The holder's text, or {} when it is empty, not UTF-8, not JSON or not an object."""
+    try:
+        data = os.pread(fd, _MAX_READ, 0)
+        value = json.loads(data.decode("utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 class WorkdirLock:
@@ -71,27 +82,29 @@ class WorkdirLock:
     `path` is None for processes other than 0, which hold nothing.
     """
 
-    def __init__(self, path: Path | None, token: str | None) -> None:
+    def __init__(self, path: Path | None, fd: int | None) -> None:
         self.path = path
-        self._token = token
-        if path is not None:
+        self._fd = fd
+        if fd is not None:
             atexit.register(self.release)
 
     @property
     def held(self) -> bool:
-        return self._token is not None
+        return self._fd is not None
 
     def release(self) -> None:
-        """Remove the lock file if it is still ours (idempotent)."""
-        if self.path is None or self._token is None:
+        """Remove the lock file if it is still ours, then unlock (idempotent)."""
+        if self._fd is None:
             return
-        token, self._token = self._token, None
+        fd, self._fd = self._fd, None
         atexit.unregister(self.release)
         try:
-            if _read(self.path).get("token") == token:
-                self.path.unlink()
+            if _same_file(fd, self.path):
+                self.path.unlink()  # while still locked: a waiter then sees a new inode
         except OSError:
             pass  # already gone, or the workdir was removed
+        finally:
+            os.close(fd)  # releases the flock
 
     def __enter__(self) -> WorkdirLock:
         return self
@@ -100,69 +113,27 @@ class WorkdirLock:
         self.release()
 
 
-def _read(path: Path) -> dict[str, Any]:
-    text = path.read_text()
+def _same_file(fd: int, path: Path) -> bool:
     try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _create(path: Path, holder: dict[str, Any]) -> bool:
-    """Create the lock file holding `holder`; False if it exists."""
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
+        st, here = os.fstat(fd), os.stat(path)
+    except OSError:
         return False
-    try:
-        os.write(fd, json.dumps(holder).encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return True
+    return (st.st_dev, st.st_ino) == (here.st_dev, here.st_ino)
 
 
-def _stale_reason(path: Path, holder: dict[str, Any]) -> str | None:
-    """Why the existing lock can be taken over, or None if its holder may be alive."""
-    if not holder:
-        age = time.time() - path.stat().st_mtime
-        return f"it is unreadable and {age:.0f} s old" if age > _CREATING_GRACE_S else None
-    if holder.get("host") != socket.gethostname():
-        return None  # cannot tell whether a process on another host is alive
-    pid = holder.get("pid")
-    if not isinstance(pid, int) or not _alive(pid, holder.get("start_ticks")):
-        return f"its process ({_describe(holder)}) is no longer running"
-    return None
-
-
-def _take_over(path: Path, stale: dict[str, Any], reason: str) -> None:
-    """Move the stale lock aside; if it changed meanwhile (another process took it over
-    first), put the new one back and report it as held."""
-    aside = path.with_name(f"{path.name}.stale.{os.getpid()}.{secrets.token_hex(4)}")
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return  # someone else removed it: just try to create ours
-    moved = _read(aside)
-    if moved != stale:
-        try:
-            os.link(aside, path)
-        except FileExistsError:
-            pass
-        aside.unlink()
-        raise WorkdirLockedError(
-            f"workdir {str(path.parent)!r} was just locked by another process "
-            f"({_describe(moved)}); is the job already running?"
-        )
-    aside.unlink()
-    log.warning("took over the workdir lock %s: %s", path, reason)
+def _holder() -> dict[str, Any]:
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "pid_namespace": _pid_namespace(),
+        "start_time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def acquire(workdir: str | os.PathLike, *, process_index: int | None = None) -> WorkdirLock:
     """Lock `workdir` for this run, or raise `WorkdirLockedError` naming the holder.
 
-    `process_index` (default `jax.process_index()`): only process 0 creates the lock file.
+    `process_index` (default `jax.process_index()`): only process 0 takes the lock.
     The workdir must exist (see `ensure_writable`). Use as `with acquire(workdir): ...`.
     """
     if process_index is None:
@@ -172,27 +143,55 @@ def acquire(workdir: str | os.PathLike, *, process_index: int | None = None) -> 
     if process_index != 0:
         return WorkdirLock(None, None)
     path = Path(workdir).expanduser().absolute() / LOCK_FILE
-    token = secrets.token_hex(16)
-    holder = {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "start_time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "start_ticks": _process_start_ticks(os.getpid()),
-        "token": token,
-    }
-    for _ in range(3):
-        if _create(path, holder):
-            return WorkdirLock(path, token)
+    for _ in range(10):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            existing = _read(path)
-            reason = _stale_reason(path, existing)
-        except FileNotFoundError:
-            continue  # released meanwhile
-        if reason is None:
-            who = _describe(existing) if existing else "a process still writing it"
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = _read_fd(fd)
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN):
+                raise WorkdirLockedError(
+                    f"could not lock {str(path)!r}: {e.strerror or e} (the file system may not "
+                    "support flock)") from None
             raise WorkdirLockedError(
-                f"workdir {str(path.parent)!r} is in use by another run ({who}); "
-                f"is the job already running? If that process is gone, delete {str(path)!r}"
-            )
-        _take_over(path, existing, reason)
-    raise WorkdirLockedError(f"could not lock {str(path)!r}: it keeps changing")
+                f"workdir {str(path.parent)!r} is in use by another run ({_describe(holder)}); "
+                "is the job already running? The lock is released by the system when that "
+                "process ends") from None
+        if not _same_file(fd, path):
+            os.close(fd)  # its holder removed it as we locked it: lock the new file
+            continue
+        left = _read_fd(fd)
+        if left:
+            log.warning("locked workdir %s, left locked by a process that has ended (%s)",
+                        path.parent, _describe(left))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(_holder()).encode(), 0)
+        os.fsync(fd)
+        return WorkdirLock(path, fd)
+    raise WorkdirLockedError(f"could not lock {str(path)!r}: it keeps being replaced")
+
+
+def holder_of(workdir: str | os.PathLike) -> dict[str, Any] | None:
+    """Who holds `workdir`'s lock ({} when it has not written its name yet), or None when
+    nobody does. A probe (a shared flock taken and dropped at once), for tools that start runs
+    (`experiments.sweep`) to tell "in use" from "failed"."""
+    path = Path(workdir).expanduser().absolute() / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        return _read_fd(fd) if e.errno in (errno.EWOULDBLOCK, errno.EACCES, errno.EAGAIN) \
+            else None
+    else:
+        return None
+    finally:
+        os.close(fd)
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    """The holder of a lock as the error messages name it."""
+    return _describe(holder)

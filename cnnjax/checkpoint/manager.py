@@ -24,10 +24,13 @@ step is restored instead.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import logging
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,7 +88,36 @@ class _DropExpectedOrbaxWarnings(logging.Filter):
         return not any(text in message for text in self._EXPECTED)
 
 
+class _OneLineOrbaxThreadErrors(logging.Filter):
+    """Orbax logs every failing writer thread of an asynchronous save with a full traceback
+    (about 50 lines each: a full disk gave 160 lines before the one that matters). Keep the
+    one-line message; `CheckpointManager.wait` raises the error itself, as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and "raised an exception" in record.getMessage():
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 logging.getLogger("absl").addFilter(_DropExpectedOrbaxWarnings())
+logging.getLogger("absl").addFilter(_OneLineOrbaxThreadErrors())
+
+
+def _os_error(error: BaseException) -> OSError | None:
+    """The OSError behind a failed save (Orbax/TensorStore wrap it, or only quote its code)."""
+    seen = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno:
+            return e
+        e = e.__cause__ or e.__context__
+    text = str(error)
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO):
+        if f"os_error_code='{code}'" in text or os.strerror(code) in text:
+            return OSError(code, os.strerror(code))
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,6 +170,7 @@ class CheckpointManager:
             raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
         self.directory = Path(directory).expanduser().absolute()
         self.read_only = read_only
+        self._pending: int | None = None  # the last step handed to save()
         if not read_only:
             ensure_writable(self.directory)
         self.best_metric = best_metric
@@ -248,13 +281,32 @@ class CheckpointManager:
             loop=ocp.args.JsonSave(to_json({"value": loop})),
             meta=ocp.args.JsonSave(meta_item),
         )
-        return bool(self._mngr.save(step, args=args, metrics=metrics, force=True))
+        with self._save_errors(step):
+            self._pending = step
+            return bool(self._mngr.save(step, args=args, metrics=metrics, force=True))
 
     def wait(self) -> None:
-        """Block until every pending asynchronous save is on disk (raises its errors)."""
+        """Block until every pending asynchronous save is on disk (raises its errors; a full
+        disk, a quota or a read-only file system as one OSError naming the step and folder)."""
         self._check_open()
-        self._mngr.wait_until_finished()
-        self._mngr.check_for_errors()
+        with self._save_errors(self._pending):
+            self._mngr.wait_until_finished()
+            self._mngr.check_for_errors()
+
+    @contextlib.contextmanager
+    def _save_errors(self, step: int | None) -> Iterator[None]:
+        try:
+            yield
+        except Exception as e:
+            cause = _os_error(e)
+            if cause is None:
+                raise
+            which = f"checkpoint step {step}" if step is not None else "a checkpoint"
+            raise OSError(
+                cause.errno,
+                f"{which} could not be written to {self.directory} ({cause.strerror}); the "
+                "checkpoints before it are intact: free space (or fix the file system) and run "
+                "the same command to resume") from None
 
     def close(self) -> None:
         """Finish pending saves and release Orbax's threads (idempotent; closes even when
@@ -263,7 +315,8 @@ class CheckpointManager:
             return
         self._closed = True
         try:
-            self._mngr.wait_until_finished()
+            with self._save_errors(self._pending):
+                self._mngr.wait_until_finished()
         finally:
             self._mngr.close()
 
@@ -302,10 +355,51 @@ class CheckpointManager:
         candidates = self._candidates(step, steps)
         abstract = abstract_like(target)
         skipped: list[str] = []
+        for _ in range(_RETRIES_AFTER_ROTATION):
+            try:
+                return self._restore_first(candidates, step, steps, abstract, skipped)
+            except _RemovedWhileReadError as removed:
+                # A running job rotated the step away (keep_checkpoints) while this process
+                # read it: not corruption. Look again at what is there now.
+                log.warning("checkpoint step %d in %s was removed by the running job while "
+                            "it was being read; trying the current checkpoints",
+                            removed.step, self.directory)
+                if step not in ("latest", "best"):
+                    self._mngr.reload()
+                    raise ValueError(
+                        f"checkpoint step {removed.step} in {self.directory} was removed by "
+                        "the running job (it keeps only its latest/best checkpoints) while "
+                        f"it was being read; saved steps now: {self.all_steps()}: choose one "
+                        "of them or 'latest'") from None
+                self._mngr.reload()
+                steps = self.all_steps()
+                if not steps:
+                    return None
+                candidates = self._candidates(step, steps)
+        raise CorruptCheckpointError(
+            f"the checkpoints in {self.directory} kept being removed while they were read "
+            f"({_RETRIES_AFTER_ROTATION} tries): is a job rotating them very fast?")
+
+    def _gone(self, step: int) -> bool:
+        """Whether `step` was removed (by the job that writes this directory) rather than
+        damaged: its folder vanishes, at once or within a second (a deletion in progress)."""
+        wait = 1.0 if self.read_only else 0.0
+        deadline = time.monotonic() + wait
+        while True:
+            if not (self.directory / str(step)).exists():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+    def _restore_first(self, candidates: list[int], step: int | str, steps: list[int],
+                       abstract: Any, skipped: list[str]) -> Restored:
         for candidate in candidates:
             try:
                 restored = self._restore_step(candidate, abstract)
             except CorruptCheckpointError as e:
+                if self._gone(candidate):
+                    raise _RemovedWhileReadError(candidate) from None
                 message = f"checkpoint step {candidate} in {self.directory} is corrupt: {e}"
                 log.warning("%s", message)
                 skipped.append(message)
@@ -319,7 +413,7 @@ class CheckpointManager:
         if len(candidates) == 1 and step not in ("latest", "best"):
             others = [s for s in steps if s != candidates[0]]
             raise CorruptCheckpointError(
-                f"{skipped[0]}\nchoose another step ({others or 'none left'}) or 'latest'"
+                f"{skipped[0]}; choose another step ({others or 'none left'}) or 'latest'"
             )
         raise CorruptCheckpointError(
             "no readable checkpoint among steps "
@@ -376,6 +470,17 @@ class CheckpointManager:
         """Move a corrupt step aside (so the step can be saved again); read-only: leave it."""
         if not self.read_only and quarantine(self.directory, step):
             self._mngr.reload()
+
+
+_RETRIES_AFTER_ROTATION = 5
+
+
+class _RemovedWhileReadError(Exception):
+    """The step's folder vanished while it was read (rotated away by the running job)."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(step)
+        self.step = step
 
 
 def _metric_getter(name: str):

@@ -1,7 +1,8 @@
 """Run metadata: what is needed to reproduce a run, written into its workdir.
 
 `run_metadata()` gathers the seed, the resolved config, the git commit and dirty flag, the
-versions of Python and the libraries, the devices and the command line.
+versions of Python and the libraries, the devices, the command line and the CPU kernel
+switches (`CNNJAX_ONEDNN`: another setting on resume is warned about).
 `write_run_metadata()` writes `config.json` (the resolved config) and appends one entry per
 start (first run and every resume) to `run_metadata.json`.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import json
+import logging
 import os
 import platform
 import socket
@@ -25,7 +27,9 @@ import jax
 from cnnjax.checkpoint.manager import to_json
 from cnnjax.workdir_layout import CONFIG_FILE, RUN_METADATA_FILE
 
-__all__ = ["git_info", "library_versions", "run_metadata", "write_run_metadata"]
+__all__ = ["cpu_kernels", "git_info", "library_versions", "run_metadata", "write_run_metadata"]
+
+log = logging.getLogger("cnnjax.checkpoint")
 
 _PACKAGES = {
     "jax": "jax",
@@ -108,9 +112,36 @@ def run_metadata(
             "host": socket.gethostname(),
             "command_line": [sys.executable, *sys.argv],
             "cwd": os.getcwd(),
+            "cpu_kernels": cpu_kernels(),
             **dict(extra or {}),
         }
     )
+
+
+def cpu_kernels() -> dict[str, Any]:
+    """The switches that pick the CPU convolution code path (they change float results):
+    ``CNNJAX_ONEDNN`` as set (None: unset) and whether it is on. Raises ValueError for a value
+    that is neither on nor off (before the run starts)."""
+    from cnnjax.ops.onednn import policy
+
+    return {"CNNJAX_ONEDNN": os.environ.get("CNNJAX_ONEDNN"), "onednn": policy.enabled()}
+
+
+def _warn_cpu_kernel_change(previous: Mapping[str, Any], current: Mapping[str, Any],
+                            path: Path) -> None:
+    before = (previous or {}).get("cpu_kernels")
+    now = current.get("cpu_kernels")
+    if not isinstance(before, Mapping) or not isinstance(now, Mapping):
+        return
+    if bool(before.get("onednn")) != bool(now.get("onednn")):
+        def word(on: Any) -> str:
+            return "on" if on else "off"
+        log.warning(
+            "oneDNN convolutions are %s in this start but were %s in the previous one "
+            "(CNNJAX_ONEDNN=%r then, %r now; recorded in %s): convolutions take another code "
+            "path, so the run will not match an uninterrupted one bitwise; set CNNJAX_ONEDNN "
+            "as before to resume exactly", word(now.get("onednn")), word(before.get("onednn")),
+            before.get("CNNJAX_ONEDNN"), now.get("CNNJAX_ONEDNN"), path)
 
 
 def _write_json_atomic(path: Path, value: Any) -> None:
@@ -136,6 +167,8 @@ def write_run_metadata(
             runs = list(json.loads(path.read_text()).get("runs", []))
         except (json.JSONDecodeError, AttributeError):
             runs = []
+    if runs and isinstance(runs[-1], Mapping):
+        _warn_cpu_kernel_change(runs[-1], metadata, path)
     runs.append(dict(metadata))
     _write_json_atomic(path, {"runs": runs})
     return path

@@ -155,7 +155,7 @@ def _check_arguments(
     num_epochs: int | None,
 ) -> None:
     check_int(batch_size, "batch_size")
-    check_int(seed, "seed", minimum=0)
+    check_int(seed, "seed", minimum=0, maximum=2**63 - 1)
     check_int(worker_count, "worker_count", minimum=0)
     check_int(read_threads, "read_threads", minimum=0)
     if not isinstance(train, bool):

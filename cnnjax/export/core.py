@@ -14,6 +14,8 @@ import dataclasses
 import importlib.metadata
 import json
 import os
+import secrets
+import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -166,7 +168,9 @@ def export_model(
       variables: its variables `{"params": ..., "batch_stats": ...}` (device or host arrays).
       input_shape: ONE example's shape, channels last, without the batch dimension; the
         batch is symbolic in StableHLO and fixed (`onnx_batch_size`, 1) in ONNX.
-      output_dir: created if needed; files are overwritten.
+      output_dir: a new or empty folder, or an earlier export (with its `export.json`), which
+        is replaced whole: everything is written into a hidden sibling folder first and
+        renamed into place, so an interrupted export never mixes old and new files.
       formats: names from `available_formats()` ("stablehlo", "onnx", "torch"), as a list or
         a comma-separated string.
       metadata: merged into `export.json` (preprocessing, class names, checkpoint, run...).
@@ -200,8 +204,63 @@ def export_model(
     spec = ExportSpec(model, host, shape, name or type(model).__name__,
                       None if platforms is None else tuple(platforms), onnx_batch_size)
     out_shape = jax.eval_shape(spec.forward, jax.ShapeDtypeStruct((1, *shape), jnp.float32))
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = _check_output_dir(Path(output_dir))
+    stage = output_dir.with_name(f".{output_dir.name}.partial-{secrets.token_hex(4)}")
+    try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        stage.mkdir()
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write into {str(output_dir.parent)!r} for output_dir "
+                               f"{str(output_dir)!r}: {e.strerror}") from None
+    try:
+        paths = _write_all(spec, model, names, stage, shape, out_shape, metadata)
+        _publish(stage, output_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return {k: output_dir / p.relative_to(stage) for k, p in paths.items()}
+
+
+def _check_output_dir(output_dir: Path) -> Path:
+    """An export replaces its folder whole: refuse a file, or a folder of other things."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"output_dir {str(output_dir)!r} is a file; expected a folder (new, "
+                         "empty, or an earlier export)")
+    for parent in output_dir.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"output_dir {str(output_dir)!r} is inside {str(parent)!r}, "
+                                 "a file; expected a folder")
+            break
+    if output_dir.is_dir() and not (output_dir / EXPORT_FILE).exists() and any(
+            output_dir.iterdir()):
+        raise ValueError(
+            f"output_dir {str(output_dir)!r} holds files but no {EXPORT_FILE}: an export "
+            "replaces its folder whole, so it only writes into a new or empty folder or an "
+            "earlier export; choose another --output")
+    return output_dir
+
+
+def _publish(stage: Path, output_dir: Path) -> None:
+    """Move the complete `stage` to `output_dir`: an earlier export there is moved aside first
+    and removed after, so an interruption leaves either the old export or the new one, never
+    a mix (at worst the old one under a hidden `.NAME.old-*` name beside it)."""
+    old = None
+    if output_dir.exists():
+        old = output_dir.with_name(f".{output_dir.name}.old-{secrets.token_hex(4)}")
+        os.rename(output_dir, old)
+    try:
+        os.rename(stage, output_dir)
+    except OSError:
+        if old is not None:
+            os.rename(old, output_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_all(spec: ExportSpec, model: nn.Module, names: Sequence[str], output_dir: Path,
+               shape: tuple[int, ...], out_shape: Any, metadata: Mapping[str, Any] | None
+               ) -> dict[str, Path]:
     paths: dict[str, Path] = {}
     artifacts: dict[str, Any] = {}
     with onednn.disabled():  # artifacts call XLA's convs, not this process's oneDNN kernel

@@ -47,6 +47,61 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def _load_file(path: str, suffix: str) -> Any:
+    """The file's name -> array mapping; ValueError naming the file when it cannot be read
+    (truncated, garbage, another format under this suffix)."""
+    kinds = {".safetensors": "safetensors", ".npz": "NumPy .npz"}
+    kind = kinds.get(suffix, "PyTorch state dict")
+    try:
+        if suffix == ".safetensors":
+            from safetensors.numpy import load_file  # optional dependency, read without torch
+
+            return load_file(path)
+        if suffix == ".npz":
+            data = np.load(path, allow_pickle=False)
+            if not hasattr(data, "files"):
+                raise ValueError("it holds one array, not named arrays: an .npy file?")
+            with data:
+                return {k: data[k] for k in data.files}
+        import torch  # heavy and optional: only the .pth/.pt format needs it
+
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise ValueError(
+                f"weights: {path!r} is not a weights-only state dict (a pickled model? "
+                f"save `model.state_dict()` instead): {_first_line(error)}"
+            ) from None
+    except ImportError:
+        raise
+    except ValueError as error:
+        if str(error).startswith("weights: "):
+            raise
+        raise ValueError(f"weights: {path!r} is not a readable {kind} file ({_first_line(error)});"
+                         " is it complete (an interrupted download?)") from None
+    except Exception as error:  # the readers raise anything on a damaged file
+        raise ValueError(
+            f"weights: {path!r} is not a readable {kind} file ({type(error).__name__}: "
+            f"{_first_line(error)}); is it complete (an interrupted download?)") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _check_float(state: Mapping[str, np.ndarray], where: str) -> None:
+    """Weights are floating point: an integer (quantised) or bool tensor would be cast to the
+    model's float dtype silently, giving nonsense weights."""
+    bad = [f"{k} ({v.dtype})" for k, v in state.items()
+           if not (np.issubdtype(v.dtype, np.floating) or v.dtype.name == "bfloat16")]
+    if bad:
+        raise ValueError(
+            f"weights: {where} holds non-floating-point tensors: {', '.join(bad[:5])}"
+            f"{' ...' if len(bad) > 5 else ''}; expected float32/float16/bfloat16 weights "
+            "(a quantised model's integer tensors cannot be loaded as its float weights)")
+
+
 def read_state_dict(weights: Weights) -> dict[str, np.ndarray]:
     """torchvision-named arrays from a `.pth`/`.pt` state dict (torch, `weights_only=True`),
     a `.safetensors` file (no torch), an `.npz`, or a mapping name -> array/tensor.
@@ -64,23 +119,9 @@ def read_state_dict(weights: Weights) -> dict[str, np.ndarray]:
             )
         if not os.path.isfile(path):
             raise ValueError(f"weights: no such file {path!r}")
-        if suffix == ".safetensors":
-            from safetensors.numpy import load_file  # optional dependency, read without torch
-
-            state = load_file(path)
-        elif suffix == ".npz":
-            with np.load(path) as data:
-                state = {k: data[k] for k in data.files}
-        else:
-            import torch  # heavy and optional: only the .pth/.pt format needs it
-
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError as error:
-                raise ValueError(
-                    f"weights: {path!r} is not a weights-only state dict (a pickled model? "
-                    f"save `model.state_dict()` instead): {error}"
-                ) from error
+        if os.path.getsize(path) == 0:
+            raise ValueError(f"weights: {path!r} is empty (0 bytes): an interrupted download?")
+        state = _load_file(path, suffix)
     else:
         raise TypeError(
             f"weights: expected a path or a mapping name -> array; got {type(weights).__name__}"
@@ -190,6 +231,8 @@ def from_torchvision(
     key = _key(rng)
     state = {k: v for k, v in read_state_dict(weights).items()
              if not k.endswith(".num_batches_tracked")}  # fmt: skip
+    _check_float(state, repr(os.fspath(weights)) if isinstance(weights, str | os.PathLike)
+                 else "the mapping")
     model = create(name, **options)
     layout = torch_names.layout_for(model)
     file_classes = _head_classes(layout, state) if layout.classifier else None

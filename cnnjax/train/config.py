@@ -242,11 +242,15 @@ def resolve_config(
     return resolved
 
 
-def _int(config: Any, name: str, *, minimum: int, allow_none: bool = False) -> None:
+MAX_SEED = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
+
+
+def _int(config: Any, name: str, *, minimum: int, allow_none: bool = False,
+         maximum: int | None = None) -> None:
     value = _get(config, name)
     if value is None and allow_none:
         return
-    check_int(value, f"config.{name}", minimum=minimum)
+    check_int(value, f"config.{name}", minimum=minimum, maximum=maximum)
 
 
 def _get(config: Any, name: str) -> Any:
@@ -262,7 +266,7 @@ def _choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
 
 def _check_names(config: ml_collections.ConfigDict) -> None:
     """Names looked up in a registry or a fixed list, and the learning rate."""
-    _int(config, "seed", minimum=0)
+    _int(config, "seed", minimum=0, maximum=MAX_SEED)
     if config.model not in models.list_models():
         raise ValueError(
             f"config.model={config.model!r}: unknown model; expected one of {models.list_models()}"

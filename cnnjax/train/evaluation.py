@@ -95,10 +95,35 @@ def restore(c: Components, workdir: str | Path, which: str | int = "latest"
 
 def load_config(workdir: str | Path) -> ml_collections.ConfigDict:
     """The resolved, validated config a run wrote to `workdir/config.json`."""
+    value = read_config_json(workdir)
+    try:
+        return prepare_config(value)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ValueError(f"{Path(workdir) / layout.CONFIG_FILE}: {e}") from None
+
+
+def read_config_json(workdir: str | Path) -> dict[str, Any]:
+    """The object in `workdir/config.json`, or an error naming the file and what is wrong
+    with it (no workdir, no file, not UTF-8, not JSON, not an object)."""
     path = Path(workdir) / layout.CONFIG_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: is {workdir} a cnnjax workdir?")
-    return prepare_config(json.loads(path.read_text()))
+    if not Path(workdir).is_dir():
+        raise FileNotFoundError(f"workdir {str(workdir)!r} does not exist (or is not a folder)")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: {str(workdir)!r} is not a trained cnnjax workdir (its run "
+            "writes config.json when it starts); pass --config=FILE to name the config")
+    damaged = "the workdir's config is damaged; pass --config=FILE to name the config"
+    try:
+        value = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte {e.start}): {damaged}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column "
+                         f"{e.colno}): {damaged}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds a JSON {type(value).__name__}, not a config object: "
+                         f"{damaged}")
+    return value
 
 
 def evaluate_checkpoint(c: Components, workdir: str | Path, split: str = "test",

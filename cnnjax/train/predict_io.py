@@ -8,8 +8,11 @@ experiment scripts does, callable from any script.
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
+import math
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,14 @@ __all__ = ["IMAGE_SUFFIXES", "OverlayWriter", "csv_safe", "fit_image", "load_inp
 OverlayWriter = Callable[[Components, Sequence[str], Sequence[np.ndarray],
                           Sequence[np.ndarray], Path], list[Path]]
 
+# Guards against inputs that would exhaust memory (checked from headers, before decoding):
+MAX_IMAGE_PIXELS = 8192 * 8192  # one image file (PIL itself refuses ~179M pixels, 2x its limit)
+MAX_SEGMENT_PIXELS = 4096 * 4096  # a segmentation input runs at full size through the model
+MAX_INPUT_BYTES = 8 * 2**30  # one .npy array or .npz member
+
+
+def _side(pixels: int) -> int:
+    return math.isqrt(pixels)
 
 
 def load_inputs(path: Path, key: str | None = None) -> tuple[list[str], list[np.ndarray]]:
@@ -47,16 +58,27 @@ def load_inputs(path: Path, key: str | None = None) -> tuple[list[str], list[np.
             raise ValueError(f"--input={path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
         return [f.name for f in files], [_read_image(f) for f in files]
     if path.suffix == ".npy":
-        arr = np.load(path)
+        with path.open("rb") as f:
+            _check_npy_header(f, path.stat().st_size, f"--input={path}")
+        arr = _load(path, f"--input={path}")
     elif path.suffix == ".npz":
-        with np.load(path) as z:
-            names = list(z.keys())
-            if key is None:
-                key = next((k for k in ("images", "test_images", "image") if k in names),
-                           names[0] if names else None)
-            if key not in names:
-                raise ValueError(f"--input_key={key!r} is not in {path}; it holds {names}")
-            arr = z[key]
+        try:
+            with zipfile.ZipFile(path) as z:
+                members = {m.filename.removesuffix(".npy"): m for m in z.infolist()
+                           if m.filename.endswith(".npy")}
+                names = list(members)
+                if key is None:
+                    key = next((k for k in ("images", "test_images", "image") if k in names),
+                               names[0] if names else None)
+                if key not in names:
+                    raise ValueError(f"--input_key={key!r} is not in {path}; it holds {names}")
+                with z.open(members[key]) as f:
+                    _check_npy_header(f, members[key].file_size,
+                                      f"--input={path}, array {key!r}")
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise ValueError(f"--input={path} is not a readable NumPy .npz file ({e})") from None
+        with np.load(path, allow_pickle=False) as z:
+            arr = _load(lambda: z[key], f"--input={path}, array {key!r}")
     else:
         raise ValueError(f"--input={path}: expected a folder of images, a .npy or a .npz")
     if arr.ndim == 0 or len(arr) == 0:
@@ -65,13 +87,65 @@ def load_inputs(path: Path, key: str | None = None) -> tuple[list[str], list[np.
     return [str(i) for i in range(len(arr))], list(arr)
 
 
+def _check_npy_header(f: Any, available: int, where: str) -> None:
+    """Read a .npy header (any version) without loading the data: refuse a file that is not
+    NumPy's format, an object (pickled) array, a shape the file cannot hold (a damaged header)
+    or an array over `MAX_INPUT_BYTES`, each with a message naming `where`."""
+    magic = f.read(8)
+    if len(magic) < 8 or magic[:6] != b"\x93NUMPY" or magic[6] not in (1, 2, 3):
+        raise ValueError(f"{where} is not a NumPy .npy array (no NumPy header; expected a file "
+                         "written by numpy.save)")
+    size = 2 if magic[6] == 1 else 4
+    length = int.from_bytes(f.read(size), "little")
+    try:
+        if length > 1 << 20:
+            raise ValueError(f"a header of {length} bytes")
+        header = ast.literal_eval(f.read(length).decode("latin1" if magic[6] < 3 else "utf8"))
+        dtype = np.lib.format.descr_to_dtype(header["descr"])
+        shape = tuple(int(d) for d in header["shape"])
+    except (ValueError, SyntaxError, TypeError, KeyError, UnicodeDecodeError) as e:
+        raise ValueError(f"{where} has a damaged NumPy header ({e})") from None
+    if dtype.hasobject:
+        raise ValueError(f"{where} holds Python objects (dtype {dtype}), which are never "
+                         "unpickled; expected a numeric image array")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > MAX_INPUT_BYTES:
+        raise ValueError(f"{where} is an array of shape {shape} ({dtype}): {nbytes / 2**30:.1f} "
+                         f"GiB, over the {MAX_INPUT_BYTES / 2**30:.0f} GiB limit of prediction "
+                         "inputs; split it into smaller files")
+    if nbytes > available - 8 - size - length:
+        raise ValueError(f"{where} claims shape {shape} ({dtype}, {nbytes} bytes) but holds "
+                         f"{max(available - 8 - size - length, 0)} bytes of data: the file is "
+                         "truncated or its header damaged")
+
+
+def _load(source: Path | Any, where: str) -> np.ndarray:
+    try:
+        return np.load(source, allow_pickle=False) if isinstance(source, Path) else source()
+    except (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{where} cannot be read as a NumPy array ({e})") from None
+
+
 def _read_image(path: Path) -> np.ndarray:
-    """One image file as an array; 16-bit images are scaled to 0..255 (uint8), not clipped."""
+    """One image file as an array; 16-bit images are scaled to 0..255 (uint8), not clipped.
+    An image over `MAX_IMAGE_PIXELS` is refused from its header, before it is decoded."""
     try:
         with Image.open(path) as im:
+            width, height = im.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise ValueError(
+                    f"--input: image {str(path)!r} is {width}x{height} = {width * height} "
+                    f"pixels, over the limit of {MAX_IMAGE_PIXELS} ({_side(MAX_IMAGE_PIXELS)}^2); "
+                    "downscale or tile it first")
             sixteen_bit = im.mode.startswith("I;16") or im.mode == "I"
             x = np.asarray(im)
-    except (OSError, SyntaxError, ValueError) as e:  # PIL's errors for unreadable files
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"--input: image {str(path)!r} is too large to decode ({e})") from None
+    except ValueError as e:
+        if str(e).startswith("--input: image"):
+            raise
+        raise ValueError(f"--input: cannot read image {str(path)!r}: {e}") from e
+    except (OSError, SyntaxError) as e:  # PIL's errors for unreadable files
         raise ValueError(f"--input: cannot read image {str(path)!r}: {e}") from e
     if sixteen_bit:
         x = np.round(x.astype(np.float64) * (255.0 / 65535.0)).clip(0, 255).astype(np.uint8)
@@ -103,6 +177,17 @@ def fit_image(image: Any, info: Any, resize: bool) -> np.ndarray:
         x = x[..., None]
     if x.ndim != spatial + 1:
         raise ValueError(f"an input image has shape {x.shape}; expected {info.image_shape}")
+    if x.size == 0:
+        raise ValueError(f"an input image has shape {x.shape}: it is empty; expected "
+                         f"{info.image_shape}")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise ValueError(f"an input image has dtype {x.dtype}; expected integer pixels "
+                         "(uint8 0..255, uint16 0..65535) or float32 preprocessed values")
+    if np.issubdtype(x.dtype, np.integer) and x.dtype not in (np.uint8, np.uint16) and (
+            x.min() < 0 or x.max() > 255):
+        raise ValueError(f"an input image of dtype {x.dtype} has values {x.min()}..{x.max()}; "
+                         "expected pixels 0..255 (or uint16 0..65535): clipping would change "
+                         "the image")
     if not np.all(np.isfinite(x)):
         raise ValueError(f"an input image holds NaN or Inf values (shape {x.shape}); expected "
                          "finite pixel values")
@@ -202,6 +287,14 @@ def write_predictions(c: Components, state: Any, inputs: Path, key: str | None,
     seg = c.info.task == "segmentation"
 
     def prep(name: str, image: Any) -> np.ndarray:
+        pixels = math.prod(np.shape(image)[:-1] if np.ndim(image) == len(c.info.image_shape)
+                           else np.shape(image))
+        if seg and pixels > MAX_SEGMENT_PIXELS:
+            raise ValueError(
+                f"--input {str(inputs)!r}, image {name!r}: shape {np.shape(image)} is "
+                f"{pixels} pixels; a segmentation input runs through the model at full size "
+                f"and over {MAX_SEGMENT_PIXELS} ({_side(MAX_SEGMENT_PIXELS)}^2) it would exhaust "
+                "memory: tile it (or downscale it) first")
         try:
             x = fit_image(image, c.info, resize=not seg)
         except ValueError as e:

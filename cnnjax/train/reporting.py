@@ -52,42 +52,67 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _parse_row(raw: bytes) -> tuple[dict[str, Any] | None, str]:
+    """(row, "") for a metrics line holding a JSON object with an int step, else (None, why)."""
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 (byte {e.start})"
+    except json.JSONDecodeError as e:
+        return None, f"not JSON ({e.msg})"
+    if not isinstance(row, dict):
+        return None, f"a JSON {type(row).__name__}, not an object"
+    step = row.get("step")
+    if isinstance(step, bool) or not isinstance(step, int):
+        return None, f"no int step (step={step!r})"
+    return row, ""
+
+
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All complete JSON lines of a metrics file (a torn last line is skipped)."""
+    """All complete rows of a metrics file (JSON objects with an int step); a torn or damaged
+    line is skipped."""
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
     if not path.exists():
         return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    rows = [_parse_row(line)[0] for line in path.read_bytes().splitlines()]
+    return [r for r in rows if r is not None]
 
 
 def truncate_metrics_file(path: str | os.PathLike, last_step: int | None) -> int:
     """Keep only the lines with `step <= last_step` (none if `last_step` is None); atomic.
 
-    Also drops a torn line left by a kill in the middle of a write. Returns the lines dropped.
+    Also drops a torn last line left by a kill in the middle of a write. Any other damaged line
+    (not UTF-8, not JSON, not an object with an int step) is dropped too, but never silently:
+    the file as it was is first copied to `metrics.jsonl.damaged-<UTC time>` and a warning names
+    the lines. Returns the lines dropped.
     """
     path = Path(path)
     if not path.exists():
         return 0
-    lines = path.read_text().splitlines()
-    kept = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
+    data = path.read_bytes()
+    lines = data.splitlines()
+    kept, damaged = [], []
+    for i, line in enumerate(lines):
+        row, why = _parse_row(line)
+        if row is None:
+            torn = i == len(lines) - 1 and not data.endswith(b"\n")
+            if not torn and line.strip():
+                damaged.append(f"line {i + 1}: {why}")
             continue
-        if last_step is not None and int(row.get("step", 0)) <= last_step:
+        if last_step is not None and row["step"] <= last_step:
             kept.append(line)
+    if damaged:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        backup = path.with_name(f"{path.name}.damaged-{stamp}")
+        backup.write_bytes(data)
+        log.warning("%s has damaged lines (%s%s); they are dropped from it, and the file as it "
+                    "was is kept in %s", path, "; ".join(damaged[:5]),
+                    " ..." if len(damaged) > 5 else "", backup)
     if len(kept) != len(lines):
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text("".join(f"{line}\n" for line in kept))
+        tmp.write_bytes(b"".join(line + b"\n" for line in kept))
         os.replace(tmp, path)
     return len(lines) - len(kept)
 

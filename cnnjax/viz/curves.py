@@ -30,8 +30,13 @@ def load_metrics(path: PathLike) -> Records:
     if path.is_dir():
         path = path / "metrics.jsonl"
     records: Records = []
-    with path.open() as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}:{lineno} is not UTF-8 text (byte {err.start})"
+                                 ) from None
             if not line.strip():
                 continue
             try:

@@ -69,3 +69,11 @@ def test_env_switch(monkeypatch, value, expected):
     else:
         monkeypatch.setenv("CNNJAX_TEST_SWITCH", value)
     assert checks.env_switch("CNNJAX_TEST_SWITCH") is expected
+
+
+@pytest.mark.parametrize("value", ["disabled", "of", "2", "enable"])
+def test_env_switch_refuses_what_is_neither_on_nor_off(monkeypatch, value):
+    """Issue 23 item 8: CNNJAX_ONEDNN=disabled silently counted as on."""
+    monkeypatch.setenv("CNNJAX_TEST_SWITCH", value)
+    with pytest.raises(ValueError, match=rf"CNNJAX_TEST_SWITCH='{value}': expected 1/true"):
+        checks.env_switch("CNNJAX_TEST_SWITCH")

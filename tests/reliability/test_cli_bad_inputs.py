@@ -7,6 +7,7 @@ workdir (module fixture of conftest.py).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -17,7 +18,6 @@ from conftest import TINY, cli
 from PIL import Image
 
 from cnnjax.checkpoint import LOCK_FILE
-from cnnjax.checkpoint.lock import _process_start_ticks
 
 
 def _configs(folder):
@@ -141,11 +141,15 @@ def test_eval_predict_bad_flags(argv, code, text, trained, capfd):
 
 
 def test_lock_held(trained_copy, capfd):
-    holder = {"host": socket.gethostname(), "pid": os.getpid(), "token": "someone-else",
-              "start_ticks": _process_start_ticks(os.getpid()), "start_time": "earlier"}
-    (trained_copy / LOCK_FILE).write_text(json.dumps(holder))
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "start_time": "earlier"}
+    fd = os.open(trained_copy / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held as another process would
+    os.write(fd, json.dumps(holder).encode())
     before = (trained_copy / "metrics.jsonl").read_text()
-    code, _, err = cli(capfd, f"--workdir={trained_copy}", f"--config={TINY}")
+    try:
+        code, _, err = cli(capfd, f"--workdir={trained_copy}", f"--config={TINY}")
+    finally:
+        os.close(fd)
     assert code == 1 and "Traceback" not in err and f"pid {os.getpid()}" in err.lower(), err
     assert (trained_copy / "metrics.jsonl").read_text() == before
 

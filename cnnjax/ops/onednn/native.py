@@ -5,8 +5,8 @@ The kernel is compiled on first use with the system C++ compiler against the hea
 (``$CNNJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/cnnjax`` or ``~/.cache/cnnjax``); the file name
 carries a hash of the source, the jax version, the compiler and the oneDNN paths, so a new
 version rebuilds and an old build is never loaded by mistake. Where it cannot be built or
-loaded (no compiler, no oneDNN wheel: macOS, ARM), `available()` is False and one warning says
-why; callers then keep XLA's own convolution.
+loaded (no compiler, no oneDNN wheel: macOS, ARM, a read-only or full cache directory),
+`available()` is False and one warning says why; callers then keep XLA's own convolution.
 
 Compiler: ``$CXX``, else ``c++``. oneDNN location: the installed wheels' file lists, else
 ``sys.prefix``, or ``$CNNJAX_ONEDNN_ROOT`` (a prefix with ``include/oneapi/dnnl`` and
@@ -79,7 +79,11 @@ def cache_dir() -> Path:
     env = os.environ.get("CNNJAX_CACHE_DIR")
     if env:
         return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except RuntimeError as err:  # no $HOME and no passwd entry
+        raise BuildError(f"no cache directory for the kernel ({err}); set CNNJAX_CACHE_DIR"
+                         ) from err
     return Path(base, "cnnjax")
 
 
@@ -97,6 +101,23 @@ def _compile_command(out: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def _complete_elf(path: Path) -> bool:
+    """Whether `path` is a whole 64-bit little-endian ELF file: its section header table (at the
+    end of the file) lies within it. A truncated shared library can crash `dlopen` with SIGBUS."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+        return False
+    shoff = int.from_bytes(head[0x28:0x30], "little")
+    shentsize = int.from_bytes(head[0x3A:0x3C], "little")
+    shnum = int.from_bytes(head[0x3C:0x3E], "little")
+    return 0 < shoff and shoff + shentsize * shnum <= size
+
+
 def build() -> Path:
     """Path of the compiled kernel, building it into `cache_dir()` when missing."""
     probe = _compile_command(Path("OUT"))
@@ -105,21 +126,34 @@ def build() -> Path:
     key.update(" ".join([jax.__version__, *probe]).encode())
     target = cache_dir() / f"onednn_conv-{key.hexdigest()[:16]}.so"
     if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        tmp_out = Path(tmp, target.name)
+        if _complete_elf(target):
+            return target
+        warnings.warn(f"cnnjax: the cached oneDNN kernel {target} is damaged (truncated); "
+                      "rebuilding it", RuntimeWarning, stacklevel=2)
         try:
-            proc = subprocess.run(
-                _compile_command(tmp_out), capture_output=True, text=True, timeout=600
-            )
-        except (OSError, subprocess.TimeoutExpired) as err:
-            raise BuildError(f"compiling {SOURCE.name} failed: {err}") from err
-        if proc.returncode != 0 or not tmp_out.is_file():
-            raise BuildError(
-                f"compiling {SOURCE.name} failed (exit {proc.returncode}): {proc.stderr[-2000:]}"
-            )
-        os.replace(tmp_out, target)  # atomic: concurrent builders each publish a whole file
+            target.unlink()  # loading it would crash the process (SIGBUS), not raise
+        except OSError as err:
+            raise BuildError(f"the cached kernel {target} is damaged and cannot be removed "
+                             f"({err.strerror or err}); delete it") from err
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            tmp_out = Path(tmp, target.name)
+            try:
+                proc = subprocess.run(
+                    _compile_command(tmp_out), capture_output=True, text=True, timeout=600
+                )
+            except (OSError, subprocess.TimeoutExpired) as err:
+                raise BuildError(f"compiling {SOURCE.name} failed: {err}") from err
+            if proc.returncode != 0 or not tmp_out.is_file():
+                raise BuildError(f"compiling {SOURCE.name} failed (exit {proc.returncode}): "
+                                 f"{proc.stderr[-2000:]}")
+            os.replace(tmp_out, target)  # atomic: concurrent builders each publish a whole file
+    except OSError as err:  # a read-only or full HOME / cache directory
+        raise BuildError(
+            f"cannot write the kernel cache {str(target.parent)!r} "
+            f"({err.strerror or err}); set CNNJAX_CACHE_DIR to a writable directory"
+        ) from err
     return target
 
 
@@ -148,7 +182,7 @@ def available() -> bool:
                 try:
                     _load()
                     _STATE["ok"] = True
-                except BuildError as err:
+                except (BuildError, OSError) as err:  # OSError: never fail a run over it
                     _STATE.update(ok=False, error=str(err))
                     warnings.warn(
                         f"cnnjax: oneDNN convolutions unavailable, using XLA's ({err})",
