@@ -17,7 +17,10 @@ folder of images, a .npy or a .npz; --output), export (--format=stablehlo,onnx,t
 import functools
 import sys
 
-from experiments.common import main as common_main
+from experiments.startup import imports_without_gc
+
+with imports_without_gc():
+    from experiments.common import main as common_main
 
 #: `main(argv=None) -> exit code` (argv[0] is the program name; default `sys.argv`).
 main = functools.partial(common_main, task="segmentation", default_config="shapes_seg.py")
