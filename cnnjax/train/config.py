@@ -34,6 +34,14 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
                            the end and on preemption). Validation steps are always
                            checkpointed (with their metrics) when keep_best > 0.
     log_every_steps        train metrics to metrics.jsonl / TensorBoard / progress every k steps
+    trackers               where metrics, params and plots go: ("jsonl", "tensorboard") by
+                           default; add "mlflow" and/or "wandb" (pip install
+                           'cnnjax[trackers]'); "jsonl" is always needed
+                           (`cnnjax.train.trackers`)
+    tracker_options.<tracker>.<option>
+                           e.g. mlflow.tracking_uri, mlflow.experiment_name, mlflow.run_name,
+                           wandb.project, wandb.entity, wandb.mode, wandb.name, wandb.dir
+                           (None: the tracker's default)
     keep_checkpoints       keep the latest N checkpoints
     keep_best, best_metric, best_mode
                            also keep the K best by a validation metric (None: "accuracy" for
@@ -95,6 +103,7 @@ from cnnjax.train.tasks import (
     TASK_NAMES,
     parse_loss,
 )
+from cnnjax.train.trackers import DEFAULT_TRACKERS, TRACKERS, check_trackers
 from cnnjax.train.user_code import import_user_code
 
 __all__ = [
@@ -104,7 +113,7 @@ __all__ = [
     "validate_config",
 ]
 
-_FREE_FORM = ("model_options", "dataset_options", "dataset_info")
+_FREE_FORM = ("model_options", "dataset_options", "dataset_info", "tracker_options")
 
 
 def _optimizer_defaults() -> ml_collections.ConfigDict:
@@ -141,6 +150,18 @@ def _schedule_defaults() -> ml_collections.ConfigDict:
     return g
 
 
+def _tracker_option_defaults() -> ml_collections.ConfigDict:
+    """`tracker_options`: one group per registered tracker that takes options, every option
+    None (the tracker's default), so that `--config.tracker_options.mlflow.tracking_uri=...`
+    works from the command line."""
+    g = ml_collections.ConfigDict()
+    for name in TRACKERS.names():
+        if TRACKERS.get(name).options:
+            g[name] = ml_collections.ConfigDict(
+                {o: config_dict.placeholder(str) for o in TRACKERS.get(name).options})
+    return g
+
+
 def default_config() -> ml_collections.ConfigDict:
     """Every field a cnnjax run reads, with defaults that train `resnet_tiny` on `shapes`."""
     c = ml_collections.ConfigDict()
@@ -169,6 +190,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval_every_steps = config_dict.placeholder(int)
     c.checkpoint_every_steps = config_dict.placeholder(int)
     c.log_every_steps = 50
+    c.trackers = DEFAULT_TRACKERS
+    c.tracker_options = _tracker_option_defaults()
     c.keep_checkpoints = 3
     c.keep_best = 1
     c.best_metric = config_dict.placeholder(str)
@@ -287,6 +310,7 @@ def _check_names(config: ml_collections.ConfigDict) -> None:
             parse_loss(config.task[field], registry=registry)
         except ValueError as e:
             raise ValueError(f"config.task.{field}: {e}") from e
+    check_trackers(config.trackers, config.tracker_options)
     if config.task.name is not None:
         _choice(config, "task.name", tuple(TASK_NAMES))
     if config.best_mode is not None:
