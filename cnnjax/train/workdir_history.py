@@ -31,7 +31,8 @@ def move_history_aside(workdir: str | os.PathLike) -> Path:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     dest = root / PREVIOUS_RUNS / stamp
     dest.mkdir(parents=True)
-    names = [METRICS_FILE, CORRUPT_DIR, SUMMARY_FILE, TRACKER_RUNS_FILE, *(p.name for p in root.glob("eval_*.json"))]
+    names = [METRICS_FILE, CORRUPT_DIR, SUMMARY_FILE, TRACKER_RUNS_FILE,
+             *(p.name for p in root.glob("eval_*.json"))]
     for name in names:
         if (root / name).exists():
             os.replace(root / name, dest / name)

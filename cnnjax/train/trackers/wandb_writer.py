@@ -34,14 +34,14 @@ class WandbWriter(MetricWriter):
         opts = dict(ctx.options)
         project = opts.get("project") or "cnnjax"
         saved = load_run(ctx.workdir, "wandb")
-        run_id = saved["run_id"] if saved is not None else wandb.util.generate_id()
         self.run = wandb.init(
-            project=project, entity=opts.get("entity"), id=run_id, resume="allow",
-            name=opts.get("name") or ctx.run_name, mode=opts.get("mode"),
+            project=project, entity=opts.get("entity"),
+            id=saved["run_id"] if saved is not None else None,  # None: W&B makes one
+            resume="allow", name=opts.get("name") or ctx.run_name, mode=opts.get("mode"),
             dir=str(opts.get("dir") or ctx.workdir), reinit="create_new",
         )
         if saved is None:
-            save_run(ctx.workdir, "wandb", {"run_id": run_id, "project": project})
+            save_run(ctx.workdir, "wandb", {"run_id": self.run.id, "project": project})
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         self.run.log({k: v for k, v in scalars.items() if v is not None}, step=int(step))
