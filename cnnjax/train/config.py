@@ -58,6 +58,10 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
                            the same for classification ("ce": cross-entropy with
                            task.label_smoothing)
     task.ignore_label, task.dice_smooth
+    metrics                evaluation metrics reported for train/val/test rows, registered names
+                           with options: e.g. ("accuracy", "balanced_accuracy",
+                           "top_k_accuracy(k=3)") or ("mean_iou", "frequency_weighted_iou");
+                           None: the task's default (`cnnjax.train.tasks.metric_defs`)
     augment                `cnnjax.data.augment` spec string, e.g. "random_crop(padding=4)|hflip"
     data.worker_count, data.read_threads, data.prefetch_buffer_size, data.normalize
     data.prefetch_batches  training batches prepared and placed on the devices ahead of the
@@ -101,7 +105,10 @@ from cnnjax.train.tasks import (
     CLASSIFICATION_LOSS_REGISTRY,
     SEGMENTATION_LOSS_REGISTRY,
     TASK_NAMES,
+    TASKS,
+    check_metric_names,
     parse_loss,
+    parse_metrics,
 )
 from cnnjax.train.trackers import DEFAULT_TRACKERS, TRACKERS, check_trackers
 from cnnjax.train.user_code import import_user_code
@@ -212,6 +219,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.task.classification_loss = "ce"
     c.task.ignore_label = config_dict.placeholder(int)
     c.task.dice_smooth = 1.0
+    c.metrics = config_dict.placeholder(tuple)
 
     c.augment = config_dict.placeholder(str)
     c.data = ml_collections.ConfigDict()
@@ -313,6 +321,7 @@ def _check_names(config: ml_collections.ConfigDict) -> None:
     check_trackers(config.trackers, config.tracker_options)
     if config.task.name is not None:
         _choice(config, "task.name", tuple(TASK_NAMES))
+    _check_metrics(config)
     if config.best_mode is not None:
         _choice(config, "best_mode", ("max", "min"))
     _float(config, "optimizer.learning_rate", minimum=0.0)
@@ -320,6 +329,17 @@ def _check_names(config: ml_collections.ConfigDict) -> None:
                  "optimizer.weight_decay", "optimizer.grad_clip_norm",
                  "schedule.final_learning_rate", "task.label_smoothing", "task.dice_smooth"):
         _float(config, name, minimum=0.0, allow_none=True)
+
+
+def _check_metrics(config: ml_collections.ConfigDict) -> None:
+    """`config.metrics`: registered names with options they take; against the task's kind of
+    metrics when `task.name` says it (else its data set does, when the task is built)."""
+    if config.metrics is None:
+        return
+    check_metric_names(config.metrics)
+    entry = TASKS.get(config.task.name) if config.task.name is not None else None
+    if entry is not None and entry.metrics is not None:
+        parse_metrics(config.metrics, entry.metrics)
 
 
 # The largest float32: a learning rate (or other factor) above it is Inf once on a device.
