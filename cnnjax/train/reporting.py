@@ -171,11 +171,17 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Config fields that change where results are written, not the results: a resume that adds
+# or drops a tracker is still exact.
+_NOT_IN_RESULTS = ("trackers", "tracker_options")
+
+
 def warn_config_changes(saved: Mapping[str, Any], current: Mapping[str, Any],
                         progress: Progress) -> None:
     """Resuming with another config is allowed (e.g. more steps) but no longer exact: say so."""
     old, new = flatten(saved), flatten(current)
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k)
+                     and k.split(".")[0] not in _NOT_IN_RESULTS)
     if changed:
         details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:10])
         message = (f"resuming with a config that differs from the checkpoint's ({details}); "

@@ -155,3 +155,18 @@ def test_fresh_start_moves_the_tracker_runs_aside(tmp_path):
 
 def test_registry_lists_the_builtin_trackers():
     assert {"jsonl", "tensorboard", "mlflow", "wandb"} <= set(TRACKERS.names())
+
+
+def test_a_resume_that_changes_trackers_is_not_called_inexact(caplog):
+    import io
+
+    from cnnjax.train.reporting import Progress, warn_config_changes
+
+    saved = {"seed": 1, "trackers": ["jsonl"], "tracker_options": {"mlflow": {"run_name": None}}}
+    stream = io.StringIO()
+    with Progress(4, stream=stream) as progress:
+        warn_config_changes(saved, {**saved, "trackers": ["jsonl", "mlflow"],
+                                    "tracker_options": {"mlflow": {"run_name": "x"}}}, progress)
+        assert stream.getvalue() == ""
+        warn_config_changes(saved, {**saved, "seed": 2}, progress)
+    assert "seed: 1 -> 2" in stream.getvalue()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import textwrap
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -201,3 +202,28 @@ def test_a_metric_of_ones_own_is_one_file(tmp_path):
     assert out["accuracy"] == 0.5
     assert out["mean_true_class_prob"] == pytest.approx(expected, rel=1e-6)
     assert "mean_true_class_prob" in METRIC_REGISTRIES["classification"]
+
+
+@pytest.mark.parametrize("strategy", ["jit", "shard_map", "pmap"])
+def test_array_pairs_are_summed_over_devices_exactly(strategy):
+    """balanced_accuracy's per-class (sum, count) arrays through an eval step on every
+    device, with padding rows: the NumPy closed form of the model's own logits."""
+    from cnnjax import models
+
+    rng = np.random.default_rng(4)
+    batch = {"image": rng.normal(size=(32, 8, 8, 3)).astype(np.float32),
+             "label": rng.integers(0, 4, 32).astype(np.int32),
+             "valid": (rng.random(32) > 0.25).astype(np.float32)}
+    mesh = train.make_mesh()
+    model = models.create("cnn2d", num_classes=4, widths=(8, 16))
+    task = train.classification(metrics=("balanced_accuracy", "top_k_accuracy(k=2)"))
+    tx = train.make_optimizer({"name": "adam", "learning_rate": 1e-2})
+    state = train.create_train_state(model, tx, 0, (1, 8, 8, 3), mesh=mesh)
+    evaluate = train.make_eval_step(model, task, strategy=strategy, mesh=mesh)
+    out = task.finalize(train.merge_metrics(None, evaluate(state, batch)))
+    logits = np.asarray(model.apply({"params": jax.device_get(state.params),
+                                     **jax.device_get(dict(state.model_state or {}))},
+                                    batch["image"], train=False), np.float64)
+    _, top2, balanced = np_classification(logits, batch["label"], batch["valid"], 2)
+    assert out["balanced_accuracy"] == pytest.approx(balanced, abs=1e-12)
+    assert out["top2_accuracy"] == pytest.approx(top2, abs=1e-12)
