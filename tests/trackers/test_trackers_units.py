@@ -62,19 +62,21 @@ def test_default_trackers_and_option_groups():
     _check(trackers=("jsonl", "mlflow", "wandb"))  # names only: no package needed here
 
 
-@pytest.mark.parametrize(("fields", "message"), [
+@pytest.mark.parametrize(("fields", "message", "also"), [
     ({"trackers": ("jsonl", "neptune")}, "unknown tracker 'neptune'; expected names from "
-                                         "('jsonl', 'mlflow', "),
-    ({"trackers": ("tensorboard",)}, "must include 'jsonl'"),
-    ({"trackers": ("jsonl", "jsonl")}, "names a tracker twice"),
+                                         "(", "'jsonl', 'mlflow', "),
+    ({"trackers": ("tensorboard",)}, "must include 'jsonl'", ""),
+    ({"trackers": ("jsonl", "jsonl")}, "names a tracker twice", ""),
     ({"tracker_options": {"mlflow": {"uri": "x"}}},
-     "config.tracker_options.mlflow: unknown option(s) ['uri']; mlflow takes ['tracking_uri'"),
-    ({"tracker_options": {"comet": {}}}, "config.tracker_options.comet: unknown tracker"),
+     "config.tracker_options.mlflow: unknown option(s) ['uri']; mlflow takes ['tracking_uri'",
+     ""),
+    ({"tracker_options": {"comet": {}}}, "config.tracker_options.comet: unknown tracker",
+     "'tensorboard', 'wandb'"),
 ])
-def test_bad_tracker_config_is_refused_with_the_choices(fields, message):
+def test_bad_tracker_config_is_refused_with_the_choices(fields, message, also):
     with pytest.raises(ValueError) as e:
         _check(**fields)
-    assert message in str(e.value)
+    assert message in str(e.value) and also in str(e.value)
 
 
 def test_a_missing_package_is_named_when_the_writers_open(tmp_path, monkeypatch):
@@ -170,3 +172,27 @@ def test_a_resume_that_changes_trackers_is_not_called_inexact(caplog):
         assert stream.getvalue() == ""
         warn_config_changes(saved, {**saved, "seed": 2}, progress)
     assert "seed: 1 -> 2" in stream.getvalue()
+
+
+class Failing(Recorder):
+    def write_scalars(self, step, scalars):
+        raise ConnectionError("tracking server gone")
+
+
+@register_tracker("failing_for_tests")
+def _open_failing(ctx):
+    return Failing(ctx)
+
+
+def test_a_tracker_that_fails_mid_run_is_dropped_and_jsonl_goes_on(tmp_path, caplog):
+    Recorder.opened.clear()
+    config = resolve_config({"trackers": ("jsonl", "failing_for_tests", "recorder_for_tests")})
+    with open_writers(config, tmp_path, resume_step=None) as w:
+        w.write(1, "train", {"loss": 1.0})
+        w.write(2, "train", {"loss": 0.5})
+    failing, recorder = Recorder.opened
+    assert "tracker 'failing_for_tests' failed in write_row (ConnectionError: tracking " \
+           "server gone)" in caplog.text
+    assert not failing.closed  # nothing more reached it, close included
+    assert [s for s, _ in recorder.scalars] == [1, 2] and recorder.closed
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -172,13 +172,17 @@ def check_metric_names(specs: Any) -> None:
         raise ValueError(f"config.metrics={specs!r} names a metric twice")
 
 
+def _class_order(key: str) -> tuple[int, int, str]:
+    """Sort key of a per-class name `metric/<class>`: numbered classes in number order."""
+    suffix = key.rsplit("/", 1)[1]
+    return (0, int(suffix), "") if suffix.isdigit() else (1, 0, suffix)
+
+
 def _per_class_last(out: dict[str, float]) -> dict[str, float]:
     """Summary values first, then the per-class ones (`iou/0`, `dice/0`, `iou/1`, ...) class
     by class: the order rows had before metrics were registry entries."""
     summary = {k: v for k, v in out.items() if "/" not in k}
-    per_class = sorted((k for k in out if "/" in k),
-                       key=lambda k: (0, int(k.rsplit("/", 1)[1]), "") if
-                       k.rsplit("/", 1)[1].isdigit() else (1, 0, k.rsplit("/", 1)[1]))
+    per_class = sorted((k for k in out if "/" in k), key=_class_order)  # stable: iou before dice
     return {**summary, **{k: out[k] for k in per_class}}
 
 
@@ -195,7 +199,7 @@ def metric_functions(kind: str, specs: Any = None
         out: dict[str, Pair] = {}
         for entry, options in entries:
             for key, pair in _call(entry.pairs, inputs, options).items():
-                out.setdefault(key, pair)  # a shared pair (confusion) computed once
+                out.setdefault(key, pair)  # a shared pair (confusion): XLA merges the copies
         return out
 
     def finalize(summed: Mapping[str, Pair]) -> dict[str, float]:
@@ -206,8 +210,3 @@ def metric_functions(kind: str, specs: Any = None
         return _per_class_last(out)
 
     return pairs, finalize
-
-
-def metric_names(kind: str) -> Sequence[str]:
-    """The registered metrics of `kind` (sorted)."""
-    return METRIC_REGISTRIES[kind].names()

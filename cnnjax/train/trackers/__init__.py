@@ -8,8 +8,9 @@ Every tracker is a `MetricWriter` (clu's shape, `base`) opened through the `TRAC
 registry (`registry`): "jsonl" (`metrics.jsonl`, always on), "tensorboard", and the optional
 "mlflow" and "wandb" (`pip install 'cnnjax[trackers]'`, imported only when named). The run
 holds one `MetricsWriter` (below), which builds each metrics row once and hands it to every
-tracker. Only process 0 writes. A resumed run continues the same tracker runs (their ids are
-kept in `workdir/tracker_runs.json`).
+tracker. Only process 0 writes. A tracker that fails once the run is under way (a server
+gone) is dropped with a warning (`Guarded`); metrics.jsonl never is. A resumed run continues
+the same tracker runs (their ids are kept in `workdir/tracker_runs.json`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ import jax
 
 from cnnjax import workdir_layout as layout
 from cnnjax.train.trackers import mlflow_writer, wandb_writer  # noqa: F401  (registers them)
-from cnnjax.train.trackers.base import MetricWriter, MultiWriter, TrackerContext, scalars_of
+from cnnjax.train.trackers.base import (
+    Guarded,
+    MetricWriter,
+    MultiWriter,
+    TrackerContext,
+    scalars_of,
+)
 from cnnjax.train.trackers.jsonl import (
     METRICS_FILE,
     JsonlWriter,
@@ -118,7 +125,8 @@ def open_writers(config: Any, workdir: str | os.PathLike, *, resume_step: int | 
         for name in names:
             require_package(name)
             ctx = TrackerContext(workdir, resume_step, _options(config, name), workdir.name)
-            writers.append(TRACKERS.get(name).open(ctx))
+            writer = TRACKERS.get(name).open(ctx)  # failing to open stops the run, here
+            writers.append(writer if name == "jsonl" else Guarded(name, writer))
     except BaseException:
         MultiWriter(writers).close()
         raise

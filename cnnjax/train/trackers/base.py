@@ -15,11 +15,14 @@ and evaluations): a writer never makes the training loop wait on the devices.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-__all__ = ["MetricWriter", "MultiWriter", "TrackerContext", "scalars_of"]
+__all__ = ["Guarded", "MetricWriter", "MultiWriter", "TrackerContext", "scalars_of"]
+
+log = logging.getLogger("cnnjax.train")
 
 
 def scalars_of(split: str, row: Mapping[str, Any]) -> dict[str, float]:
@@ -102,6 +105,43 @@ class MultiWriter(MetricWriter):
         self.writers = []
         if error is not None:
             raise error
+
+
+class Guarded(MetricWriter):
+    """A tracker that must not stop the training run: its first error (a tracking server
+    gone, a full disk) is logged as a warning naming it, and it receives nothing more.
+    metrics.jsonl, the run's own record, is never guarded."""
+
+    def __init__(self, name: str, writer: MetricWriter) -> None:
+        self.name, self.writer, self.failed = name, writer, False
+
+    def _do(self, method: str, *args: Any) -> None:
+        if self.failed:
+            return
+        try:
+            getattr(self.writer, method)(*args)
+        except Exception as e:
+            self.failed = True
+            log.warning("tracker %r failed in %s (%s: %s); it gets nothing more from this run "
+                        "(metrics.jsonl has every row)", self.name, method, type(e).__name__, e)
+
+    def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
+        self._do("write_scalars", step, scalars)
+
+    def write_row(self, step: int, split: str, row: Mapping[str, Any]) -> None:
+        self._do("write_row", step, split, row)
+
+    def write_hparams(self, hparams: Mapping[str, Any]) -> None:
+        self._do("write_hparams", hparams)
+
+    def write_artifacts(self, paths: Sequence[Path]) -> None:
+        self._do("write_artifacts", paths)
+
+    def flush(self) -> None:
+        self._do("flush")
+
+    def close(self) -> None:
+        self._do("close")
 
 
 @dataclasses.dataclass(frozen=True)
