@@ -179,7 +179,7 @@ def build(config: ml_collections.ConfigDict, *, open_data: bool = True) -> Compo
         total = int(config.num_train_steps)
     else:
         total = int(config.num_epochs) * steps_per_epoch
-    task = make_task(config.task, info)
+    task = make_task(config.task, info, metrics=config.get("metrics"))
     model = models.create(config.model, num_classes=info.num_classes, **dict(config.model_options))
     updates = max(1, total // int(config.optimizer.accumulate_steps))
     if records is None and config.num_train_steps is None:

@@ -34,6 +34,14 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
                            the end and on preemption). Validation steps are always
                            checkpointed (with their metrics) when keep_best > 0.
     log_every_steps        train metrics to metrics.jsonl / TensorBoard / progress every k steps
+    trackers               where metrics, params and plots go: ("jsonl", "tensorboard") by
+                           default; add "mlflow" and/or "wandb" (pip install
+                           'cnnjax[trackers]'); "jsonl" is always needed
+                           (`cnnjax.train.trackers`)
+    tracker_options.<tracker>.<option>
+                           e.g. mlflow.tracking_uri, mlflow.experiment_name, mlflow.run_name,
+                           wandb.project, wandb.entity, wandb.mode, wandb.name, wandb.dir
+                           (None: the tracker's default)
     keep_checkpoints       keep the latest N checkpoints
     keep_best, best_metric, best_mode
                            also keep the K best by a validation metric (None: "accuracy" for
@@ -50,6 +58,10 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
                            the same for classification ("ce": cross-entropy with
                            task.label_smoothing)
     task.ignore_label, task.dice_smooth
+    metrics                evaluation metrics reported for train/val/test rows, registered names
+                           with options: e.g. ("accuracy", "balanced_accuracy",
+                           "top_k_accuracy(k=3)") or ("mean_iou", "frequency_weighted_iou");
+                           None: the task's default (`cnnjax.train.tasks.metric_defs`)
     augment                `cnnjax.data.augment` spec string, e.g. "random_crop(padding=4)|hflip"
     data.worker_count, data.read_threads, data.prefetch_buffer_size, data.normalize
     data.prefetch_batches  training batches prepared and placed on the devices ahead of the
@@ -93,8 +105,12 @@ from cnnjax.train.tasks import (
     CLASSIFICATION_LOSS_REGISTRY,
     SEGMENTATION_LOSS_REGISTRY,
     TASK_NAMES,
+    TASKS,
+    check_metric_names,
     parse_loss,
+    parse_metrics,
 )
+from cnnjax.train.trackers import DEFAULT_TRACKERS, TRACKERS, check_trackers
 from cnnjax.train.user_code import import_user_code
 
 __all__ = [
@@ -104,7 +120,7 @@ __all__ = [
     "validate_config",
 ]
 
-_FREE_FORM = ("model_options", "dataset_options", "dataset_info")
+_FREE_FORM = ("model_options", "dataset_options", "dataset_info", "tracker_options")
 
 
 def _optimizer_defaults() -> ml_collections.ConfigDict:
@@ -141,6 +157,18 @@ def _schedule_defaults() -> ml_collections.ConfigDict:
     return g
 
 
+def _tracker_option_defaults() -> ml_collections.ConfigDict:
+    """`tracker_options`: one group per registered tracker that takes options, every option
+    None (the tracker's default), so that `--config.tracker_options.mlflow.tracking_uri=...`
+    works from the command line."""
+    g = ml_collections.ConfigDict()
+    for name in TRACKERS.names():
+        if TRACKERS.get(name).options:
+            g[name] = ml_collections.ConfigDict(
+                {o: config_dict.placeholder(str) for o in TRACKERS.get(name).options})
+    return g
+
+
 def default_config() -> ml_collections.ConfigDict:
     """Every field a cnnjax run reads, with defaults that train `resnet_tiny` on `shapes`."""
     c = ml_collections.ConfigDict()
@@ -169,6 +197,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval_every_steps = config_dict.placeholder(int)
     c.checkpoint_every_steps = config_dict.placeholder(int)
     c.log_every_steps = 50
+    c.trackers = DEFAULT_TRACKERS
+    c.tracker_options = _tracker_option_defaults()
     c.keep_checkpoints = 3
     c.keep_best = 1
     c.best_metric = config_dict.placeholder(str)
@@ -189,6 +219,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.task.classification_loss = "ce"
     c.task.ignore_label = config_dict.placeholder(int)
     c.task.dice_smooth = 1.0
+    c.metrics = config_dict.placeholder(tuple)
 
     c.augment = config_dict.placeholder(str)
     c.data = ml_collections.ConfigDict()
@@ -287,8 +318,10 @@ def _check_names(config: ml_collections.ConfigDict) -> None:
             parse_loss(config.task[field], registry=registry)
         except ValueError as e:
             raise ValueError(f"config.task.{field}: {e}") from e
+    check_trackers(config.trackers, config.tracker_options)
     if config.task.name is not None:
         _choice(config, "task.name", tuple(TASK_NAMES))
+    _check_metrics(config)
     if config.best_mode is not None:
         _choice(config, "best_mode", ("max", "min"))
     _float(config, "optimizer.learning_rate", minimum=0.0)
@@ -296,6 +329,17 @@ def _check_names(config: ml_collections.ConfigDict) -> None:
                  "optimizer.weight_decay", "optimizer.grad_clip_norm",
                  "schedule.final_learning_rate", "task.label_smoothing", "task.dice_smooth"):
         _float(config, name, minimum=0.0, allow_none=True)
+
+
+def _check_metrics(config: ml_collections.ConfigDict) -> None:
+    """`config.metrics`: registered names with options they take; against the task's kind of
+    metrics when `task.name` says it (else its data set does, when the task is built)."""
+    if config.metrics is None:
+        return
+    check_metric_names(config.metrics)
+    entry = TASKS.get(config.task.name) if config.task.name is not None else None
+    if entry is not None and entry.metrics is not None:
+        parse_metrics(config.metrics, entry.metrics)
 
 
 # The largest float32: a learning rate (or other factor) above it is Inf once on a device.

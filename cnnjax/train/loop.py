@@ -202,6 +202,7 @@ def _loop(run: Run, preemption: _Preemption,
         summary.update(run.finish(state, step, logged=step > start))
         if on_completed is not None:
             on_completed(state)  # while the last checkpoint is written
+        run.log_artifacts()  # config.json and the plots, to trackers that keep files
     else:
         summary["signal"] = preemption.signum
     run.ckpt.wait()

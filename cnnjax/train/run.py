@@ -44,6 +44,7 @@ from cnnjax.train.reporting import (
     warn_config_changes,
 )
 from cnnjax.train.state import TrainState
+from cnnjax.train.trackers import open_writers, run_artifacts, run_params
 from cnnjax.train.workdir_history import PREVIOUS_RUNS, move_history_aside
 
 __all__ = ["Run"]
@@ -110,8 +111,9 @@ class Run:
             loop = restored.loop or {}
             self.pending = [_from_host_pairs(p) for p in loop.get("pending", [])]
         start = int(jax.device_get(state.step))
-        self.writer = MetricsWriter(self.workdir,
-                                    resume_step=None if restored is None else start)
+        self.writer = open_writers(  # config.trackers; a resume continues their runs
+            self.c.config, self.workdir, resume_step=None if restored is None else start,
+            hparams=run_params(to_json(self.c.config.to_dict()), self.meta))
         self.progress = Progress(self.c.total_steps, start, stream=self.progress_stream)
         if fresh:
             self.progress.write(fresh)
@@ -277,6 +279,11 @@ class Run:
         if self.ckpt.latest_step() != step:
             self.save(step, state, out.get("val") if cfg.keep_best > 0 else None)
         return out
+
+    def log_artifacts(self) -> None:
+        """config.json and the plots in the workdir, to the trackers that keep files."""
+        if self.writer is not None:
+            self.writer.write_artifacts(run_artifacts(self.workdir))
 
     def close(self) -> None:
         for part in (self.progress, self.writer):
