@@ -7,6 +7,7 @@
     logits = model(x)                                  # train mode (NNX default)
     model.eval(); logits = model(x)                    # running batch statistics
     variables = cnnx.to_linen_variables(model)         # {"params": ..., "batch_stats": ...}
+    model = cnnx.load_run("runs/mnist", "best")        # a cnnjax run's checkpoint (EMA if any)
 
 Parameter names, values and checkpoints are those of the Linen zoo (`cnnjax.nnx.zoo`,
 `cnnjax.nnx.convert`).
@@ -18,6 +19,7 @@ from cnnjax.nnx.convert import (
     save_linen_checkpoint,
     to_linen_variables,
 )
+from cnnjax.nnx.runs import load_run
 from cnnjax.nnx.zoo import COLLECTIONS, ZooModel, create
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "create",
     "from_linen_variables",
     "load_linen_checkpoint",
+    "load_run",
     "save_linen_checkpoint",
     "to_linen_variables",
 ]

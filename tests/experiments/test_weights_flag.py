@@ -127,3 +127,36 @@ def test_weights_ema_on_a_run_without_ema_is_a_usage_error(ema_run: Path, tmp_pa
     assert "trained without an EMA" in capsys.readouterr().err
     assert classify.main(["prog", f"--workdir={plain}", "--mode=eval", "--weights=best"]) == 2
     assert "--weights" in capsys.readouterr().err
+
+
+def test_nnx_load_run_gives_the_chosen_weights(ema_run: Path):
+    import cnnjax.nnx as cnnx
+
+    images, _ = _test_split()
+    c = build(load_config(ema_run), open_data=False)
+    x = preprocess(images[:8], c.info.mean, c.info.std)
+    for weights in ("raw", "ema"):
+        model = cnnx.load_run(ema_run, "latest", weights)
+        assert model.use_running_average  # eval mode
+        np.testing.assert_array_equal(np.asarray(model(x)),
+                                      _direct_logits(ema_run, weights, images[:8]))
+    default = cnnx.load_run(ema_run, "latest")
+    np.testing.assert_array_equal(np.asarray(default(x)),
+                                  _direct_logits(ema_run, "ema", images[:8]))
+
+
+def test_init_from_a_run_with_ema_loads_its_ema_and_restarts_the_average(ema_run: Path):
+    from cnnjax.train.config import prepare_config
+    from cnnjax.train.init_from import initialise
+
+    config = load_config(ema_run)
+    config.init_from = f"{ema_run}:latest"
+    config.ema_decay = 0.9
+    c = build(prepare_config(config), open_data=False)
+    state = initialise(c, c.init_state(), resumed=False)
+    source, _, _ = restore(c, ema_run, "latest")
+    for got, want in ((state.params, source.ema["params"]),
+                      (state.ema["params"], source.ema["params"]),
+                      (state.ema["model_state"], source.ema["model_state"])):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
