@@ -43,7 +43,7 @@ from cnnjax import workdir_layout as layout
 from cnnjax.checkpoint import to_json
 from cnnjax.export import parse_checkpoint, parse_formats
 from cnnjax.train.components import Components, build
-from cnnjax.train.ema import WEIGHTS, resolve_weights, select_weights
+from cnnjax.train.ema import WEIGHTS, select_weights
 from cnnjax.train.evaluation import evaluate_checkpoint, restore
 from cnnjax.train.loop import train
 from cnnjax.train.predict_io import write_predictions
@@ -57,7 +57,7 @@ from experiments.cli_errors import (
 )
 from experiments.cli_help import help_text, wants_help
 from experiments.export_mode import FORMAT_HELP, run_export
-from experiments.run_config import check_task, run_config
+from experiments.run_config import check_task, run_config, which_weights
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODES = ("train", "eval", "predict", "export")
@@ -267,20 +267,6 @@ def _plot_final(c: Components, workdir: Path, split: str | None, state: Any) -> 
     """The plots of a completed training run, from its final state in memory (its EMA
     weights when it has them, as its validation)."""
     _print_written(write_plots(c, select_weights(state), workdir, split))
-
-
-def which_weights(fv: flags.FlagValues, config: Any) -> str:
-    """`--weights` -> "ema" | "raw" for this run's config (a UsageError: --weights=ema on a
-    run trained without EMA, or --weights with --mode=train)."""
-    if fv.mode == "train":
-        if fv.weights is not None:
-            raise UsageError(f"--weights={fv.weights} applies to --mode=eval, predict and "
-                             "export; training keeps both (config.ema_decay)")
-        return "raw"
-    try:
-        return resolve_weights(fv.weights, float(config.get("ema_decay", 0.0) or 0.0) > 0)
-    except ValueError as e:
-        raise UsageError(str(e)) from e
 
 
 def _export(fv: flags.FlagValues, argv: Sequence[str], script: str) -> int:

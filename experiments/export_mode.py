@@ -26,7 +26,7 @@ from cnnjax.export import (
     parse_checkpoint,
     parse_formats,
 )
-from cnnjax.train.ema import resolve_weights
+from cnnjax.train.ema import config_ema, resolve_weights
 from cnnjax.train.evaluation import load_config
 
 __all__ = ["main", "run_export"]
@@ -63,7 +63,7 @@ def run_export(workdir: str, checkpoint: str = "best", formats: str = "auto",
         return 1
     try:
         if config is not None:
-            resolve_weights(weights, float(config.get("ema_decay", 0.0) or 0.0) > 0)
+            resolve_weights(weights, config_ema(config) is not None)
     except ValueError as e:
         print(f"{prog}: usage error: {e}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from cnnjax import data as data_lib
 from cnnjax import models
 from cnnjax.train.compile_cache import enable_compilation_cache
 from cnnjax.train.dataset_info import check_matches, info_from_config, train_records, with_info
-from cnnjax.train.ema import EmaSpec, ema_spec
+from cnnjax.train.ema import EmaSpec, config_ema
 from cnnjax.train.optim import make_optimizer, make_schedule
 from cnnjax.train.parallel import make_mesh
 from cnnjax.train.schedules import SCHEDULE_REGISTRY
@@ -75,8 +75,7 @@ class Components:
     @property
     def ema(self) -> EmaSpec | None:
         """The run's EMA of the weights (`config.ema_decay`), or None when it has none."""
-        return ema_spec(self.config.get("ema_decay", 0.0) or 0.0,
-                        int(self.config.optimizer.accumulate_steps))
+        return config_ema(self.config)
 
 
 def make_batches(
@@ -204,7 +203,6 @@ def build(config: ml_collections.ConfigDict, *, open_data: bool = True) -> Compo
         steps_per_epoch=steps_per_epoch, best_metric=best_metric, best_mode=best_mode,
         train_step=make_train_step(model, task, tx, **kw,
                                    freeze_batch_stats=tuple(config.freeze_batch_stats),
-                                   ema=ema_spec(config.get("ema_decay", 0.0) or 0.0,
-                                                int(config.optimizer.accumulate_steps))),
+                                   ema=config_ema(config)),
         eval_step=make_eval_step(model, task, **kw),
     )

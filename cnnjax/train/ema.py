@@ -34,6 +34,8 @@ import jax.numpy as jnp
 __all__ = [
     "WEIGHTS",
     "EmaSpec",
+    "check_state",
+    "config_ema",
     "ema_spec",
     "fresh_ema",
     "resolve_weights",
@@ -66,6 +68,12 @@ def ema_spec(decay: float, accumulate_steps: int = 1) -> EmaSpec | None:
     if decay == 0:
         return None
     return EmaSpec(float(decay), int(accumulate_steps))
+
+
+def config_ema(config: Any) -> EmaSpec | None:
+    """The `EmaSpec` of a run config (`ema_decay`, `optimizer.accumulate_steps`), or None."""
+    return ema_spec(float(config.get("ema_decay", 0.0) or 0.0),
+                    int(config.optimizer.accumulate_steps))
 
 
 def fresh_ema(params: Any, model_state: Any) -> dict[str, Any]:
