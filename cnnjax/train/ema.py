@@ -5,11 +5,13 @@ With `config.ema_decay = d > 0` the train state holds `state.ema = {"params": ..
 (batch-norm statistics), updated inside the compiled train step after each optimizer update:
 
     d_t = min(d, (1 + t) / (10 + t))           # warm-up; t = optimizer updates before this one
-    ema <- d_t * ema + (1 - d_t) * new weights
+    ema <- ema + (1 - d_t) * (new weights - ema)     # = d_t ema + (1 - d_t) new
 
 The warm-up is TensorFlow's `tf.train.ExponentialMovingAverage(decay, num_updates=t)` rule
 (also used by big_vision): early on the average forgets its random initialisation fast
-(d_0 = 0.1), and d_t reaches d = 0.999 after ~9000 updates.
+(d_0 = 0.1), and d_t reaches d = 0.999 after ~9000 updates. The update is written as a lerp
+(timm's `ema.lerp_(weights, 1 - d)`), so a weight that does not change (frozen by
+`optimizer.freeze` or `freeze_batch_stats`) keeps its EMA exactly, without rounding drift.
 
 Batch statistics are averaged with the same d_t, as timm's `ModelEmaV2` averages the whole
 `state_dict` (buffers included): the EMA weights are evaluated with statistics that lag the
@@ -91,8 +93,8 @@ def warmup_decay(decay: float, updates: jax.Array) -> jax.Array:
 def _average(d: jax.Array, old: jax.Array, new: jax.Array) -> jax.Array:
     if not jnp.issubdtype(old.dtype, jnp.floating):
         return new
-    d = d.astype(old.dtype)
-    return d * old + (1 - d) * new.astype(old.dtype)
+    step = (1 - d).astype(old.dtype)
+    return old + step * (new.astype(old.dtype) - old)  # a leaf that stays put stays exact
 
 
 def update_ema(ema: dict[str, Any], params: Any, model_state: Any, step: jax.Array,
