@@ -50,6 +50,7 @@ PREDICTIONS_DIR = "predictions"
 EXPORT_DIR = "export"
 
 
-def eval_file(split: str, which: str | int) -> str:
-    """`eval_<split>_<which>.json`: what `--mode=eval` writes for a split and checkpoint."""
-    return f"eval_{split}_{which}.json"
+def eval_file(split: str, which: str | int, weights: str = "") -> str:
+    """`eval_<split>_<which>.json`: what `--mode=eval` writes for a split and checkpoint;
+    `eval_<split>_<which>_<weights>.json` for a run with an EMA ("ema" or "raw" weights)."""
+    return f"eval_{split}_{which}{'_' + weights if weights else ''}.json"

@@ -11,7 +11,8 @@ r"""Image (and 1D-signal) classification: train, evaluate or predict from one co
 Without --config the run uses `experiments/configs/shapes.py`. Modes: train (the default;
 the same command resumes), eval (--checkpoint=best|latest|STEP, --split), predict (--input: a
 folder of images, a .npy or a .npz; --output), export (--format=stablehlo,onnx,torch,
---output). Outputs, multi-host launch and every field: the README.
+--output); eval, predict and export take --weights=ema|raw for a run trained with
+config.ema_decay (default: the EMA). Outputs, multi-host launch and every field: the README.
 """
 
 import functools

@@ -14,6 +14,7 @@ Ten lines to train (any strategy: "jit", "shard_map", "pmap"):
         train.check_finite(metrics, i)
 """
 
+from cnnjax.train.ema import EmaSpec, select_weights
 from cnnjax.train.metrics import NonFiniteError, check_finite, is_finite, merge_metrics
 from cnnjax.train.optim import (
     OPTIMIZERS,
@@ -59,6 +60,7 @@ __all__ = [
     "PRECISIONS",
     "SCHEDULES",
     "STRATEGIES",
+    "EmaSpec",
     "NonFiniteError",
     "Task",
     "TrainState",
@@ -86,6 +88,7 @@ __all__ = [
     "replicate",
     "replicated_sharding",
     "segmentation",
+    "select_weights",
     "shard_batch",
     "stack_for_pmap",
     "unstack_from_pmap",

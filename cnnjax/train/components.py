@@ -23,6 +23,7 @@ from cnnjax import data as data_lib
 from cnnjax import models
 from cnnjax.train.compile_cache import enable_compilation_cache
 from cnnjax.train.dataset_info import check_matches, info_from_config, train_records, with_info
+from cnnjax.train.ema import EmaSpec, config_ema
 from cnnjax.train.optim import make_optimizer, make_schedule
 from cnnjax.train.parallel import make_mesh
 from cnnjax.train.schedules import SCHEDULE_REGISTRY
@@ -68,7 +69,13 @@ class Components:
                 f"data set {self.info.name!r} has variable image sizes {self.info.image_shape}; "
                 "resize them in the pipeline (augment='resize(...)')"
             )
-        return create_train_state(self.model, self.tx, self.config.seed, shape, mesh=self.mesh)
+        return create_train_state(self.model, self.tx, self.config.seed, shape, mesh=self.mesh,
+                                  ema=self.ema is not None)
+
+    @property
+    def ema(self) -> EmaSpec | None:
+        """The run's EMA of the weights (`config.ema_decay`), or None when it has none."""
+        return config_ema(self.config)
 
 
 def make_batches(
@@ -195,6 +202,7 @@ def build(config: ml_collections.ConfigDict, *, open_data: bool = True) -> Compo
         task=task, tx=tx, schedule=make_schedule(opt_config, updates), total_steps=total,
         steps_per_epoch=steps_per_epoch, best_metric=best_metric, best_mode=best_mode,
         train_step=make_train_step(model, task, tx, **kw,
-                                   freeze_batch_stats=tuple(config.freeze_batch_stats)),
+                                   freeze_batch_stats=tuple(config.freeze_batch_stats),
+                                   ema=config_ema(config)),
         eval_step=make_eval_step(model, task, **kw),
     )

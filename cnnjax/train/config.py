@@ -83,6 +83,11 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
     init_exclude           fnmatch patterns of "/"-joined variable paths left freshly initialised
     freeze_batch_stats     fnmatch patterns of batch-norm statistics paths ("layer1_0/*",
                            "*" for all) that train steps leave unchanged (frozen backbone BN)
+    ema_decay              0 (default: off) or d in (0, 1), e.g. 0.999: keep an exponential
+                           moving average of the weights and batch statistics in the train
+                           state, with warm-up d_t = min(d, (1 + t) / (10 + t)) over optimizer
+                           updates t (`cnnjax.train.ema`); validation, eval, predict and export
+                           then use the EMA weights unless --weights=raw
 """
 
 from __future__ import annotations
@@ -232,6 +237,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.init_from = config_dict.placeholder(str)
     c.init_exclude = ()
     c.freeze_batch_stats = ()
+    c.ema_decay = 0.0
     return c
 
 
@@ -377,6 +383,11 @@ def _check_numbers(config: ml_collections.ConfigDict) -> None:
     _int(config, "data.prefetch_buffer_size", minimum=0)
     _int(config, "data.prefetch_batches", minimum=1)
     _int(config, "parallel.num_devices", minimum=1, allow_none=True)
+    decay = _get(config, "ema_decay")
+    if (isinstance(decay, bool) or not isinstance(decay, int | float) or not math.isfinite(decay)
+            or not 0.0 <= decay < 1.0):
+        raise ValueError(f"config.ema_decay={decay!r}; expected 0 (no EMA) or a number in "
+                         "(0, 1), e.g. 0.999")
 
 
 def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:
