@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from cnnjax.train.trackers import (
     METRICS_FILE,
     MetricsWriter,
+    flatten,
     read_metrics,
     truncate_metrics_file,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "TIMING_FIELDS",
     "MetricsWriter",
     "Progress",
+    "flatten",
     "format_metrics",
     "read_metrics",
     "truncate_metrics_file",
@@ -158,17 +160,6 @@ class Progress(_ClosedOnExit):
             self._bar.close()
             self._bar = None
 
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"optimizer": {"learning_rate": 0.1}} -> {"optimizer.learning_rate": 0.1}."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 # Config fields that change where results are written, not the results: a resume that adds

@@ -62,6 +62,7 @@ __all__ = [
     "TrackerContext",
     "TrackerEntry",
     "check_trackers",
+    "flatten",
     "open_writers",
     "read_metrics",
     "register_tracker",
@@ -136,11 +137,12 @@ def open_writers(config: Any, workdir: str | os.PathLike, *, resume_step: int | 
     return writer
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optimizer": {"learning_rate": 0.1}} -> {"optimizer.learning_rate": 0.1}."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, Mapping):
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -150,10 +152,10 @@ def run_params(config: Mapping[str, Any], meta: Mapping[str, Any]) -> dict[str, 
     """The params a tracker records: the config flattened (`optimizer.learning_rate`, tuples
     as text), and from the run metadata the seed, library versions, git commit and device
     count (`run.seed`, `run.versions.jax`, `run.git.commit`, ...)."""
-    params = _flatten(config, "")
+    params = flatten(config)
     run = {k: meta[k] for k in ("seed", "versions", "git", "process_count") if k in meta}
     run["device_count"] = len(meta.get("devices") or []) or None
-    params.update(_flatten(run, "run."))
+    params.update(flatten(run, "run."))
     return {k: (v if isinstance(v, bool | int | float | str) else str(v))
             for k, v in params.items() if v is not None}
 
