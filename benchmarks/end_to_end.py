@@ -120,8 +120,8 @@ def isolated_step_images_per_s(data_dir: Path, steps: int = 300) -> dict[str, fl
     ~0.5 ms dispatch of each step)."""
     import jax
 
-    from cnnjax.train.components import build, make_batches
-    from cnnjax.train.config import prepare_config
+    from cnnjax.train.runner.components import build, make_batches
+    from cnnjax.train.runner.config import prepare_config
 
     spec = importlib.util.spec_from_file_location("mnist_config", CONFIG)
     module = importlib.util.module_from_spec(spec)

@@ -42,11 +42,11 @@ from ml_collections import config_flags
 from cnnjax import workdir_layout as layout
 from cnnjax.checkpoint import to_json
 from cnnjax.export import parse_checkpoint, parse_formats
-from cnnjax.train.components import Components, build
 from cnnjax.train.ema import WEIGHTS, select_weights
-from cnnjax.train.evaluation import evaluate_checkpoint, restore
-from cnnjax.train.loop import train
-from cnnjax.train.predict_io import write_predictions
+from cnnjax.train.runner.components import Components, build
+from cnnjax.train.runner.evaluation import evaluate_checkpoint, restore
+from cnnjax.train.runner.loop import train
+from cnnjax.train.runner.predict_io import write_predictions
 from cnnjax.viz.run_plots import write_overlays, write_plots
 from experiments.cli_errors import (
     RUN_ERRORS,

@@ -27,7 +27,7 @@ from cnnjax.export import (
     parse_formats,
 )
 from cnnjax.train.ema import config_ema, resolve_weights
-from cnnjax.train.evaluation import load_config
+from cnnjax.train.runner.evaluation import load_config
 
 __all__ = ["main", "run_export"]
 

@@ -27,10 +27,10 @@ from absl import flags
 from ml_collections import config_flags
 
 from cnnjax import data
-from cnnjax.train.config import prepare_config, resolve_config
-from cnnjax.train.dataset_info import info_from_config
 from cnnjax.train.ema import config_ema, resolve_weights
-from cnnjax.train.evaluation import read_config_json
+from cnnjax.train.runner.config import prepare_config, resolve_config
+from cnnjax.train.runner.dataset_info import info_from_config
+from cnnjax.train.runner.evaluation import read_config_json
 from cnnjax.train.tasks import TASKS
 from cnnjax.workdir_layout import CONFIG_FILE
 from experiments.cli_errors import UsageError

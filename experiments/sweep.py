@@ -149,7 +149,7 @@ def parse_seeds(text: str) -> list[int]:
 def load_config(config_arg: str, overrides: Sequence[str]) -> Any:
     """The resolved, validated config of `--config=config_arg` + overrides, parsed by
     ml_collections exactly as the entry points parse it."""
-    from cnnjax.train.config import resolve_config, validate_config
+    from cnnjax.train.runner.config import resolve_config, validate_config
 
     path = Path(config_arg.split(":", 1)[0])
     if not path.is_file():

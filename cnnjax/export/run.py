@@ -3,9 +3,9 @@
     export_run("runs/mnist", checkpoint="best", formats="stablehlo,onnx")
     # -> runs/mnist/export/step_<n>/{model.stablehlo, model.onnx, export.json}
 
-The run is rebuilt from its own `config.json` (`train.evaluation.load_config`, or a config
+The run is rebuilt from its own `config.json` (`train.runner.evaluation.load_config`, or a config
 given by the caller, e.g. with command-line overrides) WITHOUT opening its data set
-(`train.components.build(config, open_data=False)`: classes, image shape and normalisation
+(`train.runner.components.build(config, open_data=False)`: classes, image shape and normalisation
 come from `config.dataset_info`), so a copy of the workdir exports on a machine that lacks
 the training data. Its checkpoint is restored read-only; the input shape is what the
 evaluation pipeline feeds the model: the saved image shape after the deterministic
@@ -29,9 +29,9 @@ from cnnjax.checkpoint import Restored
 from cnnjax.data import augment as augment_lib
 from cnnjax.data.transforms import apply_ops
 from cnnjax.export.core import export_model, parse_formats
-from cnnjax.train.components import Components, build
 from cnnjax.train.ema import resolve_weights, select_weights
-from cnnjax.train.evaluation import CHECKPOINT_DIR, checkpoints, load_config
+from cnnjax.train.runner.components import Components, build
+from cnnjax.train.runner.evaluation import CHECKPOINT_DIR, checkpoints, load_config
 from cnnjax.workdir_layout import EXPORT_DIR
 
 __all__ = ["default_formats", "export_from_flags", "export_run", "parse_checkpoint"]

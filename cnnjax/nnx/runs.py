@@ -15,9 +15,9 @@ from flax import nnx
 
 from cnnjax.nnx.convert import from_linen_variables
 from cnnjax.nnx.zoo import ZooModel, create
-from cnnjax.train.components import build
 from cnnjax.train.ema import resolve_weights, select_weights
-from cnnjax.train.evaluation import load_config, restore
+from cnnjax.train.runner.components import build
+from cnnjax.train.runner.evaluation import load_config, restore
 
 __all__ = ["load_run"]
 

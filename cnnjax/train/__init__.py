@@ -1,4 +1,7 @@
-"""Training core: train state, tasks, optimizers, data-parallel steps.
+"""The step library: train state, tasks, optimizers, schedules, data-parallel steps, EMA.
+
+What a whole run adds (config, loop, checkpoints, evaluation, reporting, trackers) is the run
+framework in `cnnjax.train.runner`, built on this package; nothing here imports it.
 
 Ten lines to train (any strategy: "jit", "shard_map", "pmap"):
 

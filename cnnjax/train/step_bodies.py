@@ -178,7 +178,7 @@ def train_body(
     float32 scalar: an earlier step's `metrics["nonfinite"][0]`) is 0; otherwise the state
     is returned unchanged (its step counter too) and `nonfinite` is (1, 1). Chaining each
     step's `nonfinite` into the next one's `halted` freezes a run at its first non-finite
-    step without the host looking at any value (see `cnnjax.train.loop`).
+    step without the host looking at any value (see `cnnjax.train.runner.loop`).
 
     `freeze_batch_stats`: fnmatch patterns of model-state paths (without the collection,
     e.g. "layer1_0/bn1/*") whose values the step keeps as they were (frozen BN statistics).

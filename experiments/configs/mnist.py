@@ -20,7 +20,7 @@ best validation 99.12% ± 0.03%. `EXPECTED` is that mean with the tolerance the 
 
 import ml_collections
 
-from cnnjax.train.config import default_config
+from cnnjax.train.runner.config import default_config
 
 # The stated result, checked by the slow test (|test accuracy - value| <= tolerance).
 EXPECTED = {"metric": "accuracy", "split": "test", "value": 0.993, "tolerance": 0.004}

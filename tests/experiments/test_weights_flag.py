@@ -15,9 +15,9 @@ import optax
 import pytest
 
 from cnnjax import data
-from cnnjax.train.components import build
-from cnnjax.train.evaluation import load_config, restore
-from cnnjax.train.predict import preprocess
+from cnnjax.train.runner.components import build
+from cnnjax.train.runner.evaluation import load_config, restore
+from cnnjax.train.runner.predict import preprocess
 from experiments import classify
 from experiments.export_mode import run_export
 
@@ -146,8 +146,8 @@ def test_nnx_load_run_gives_the_chosen_weights(ema_run: Path):
 
 
 def test_init_from_a_run_with_ema_loads_its_ema_and_restarts_the_average(ema_run: Path):
-    from cnnjax.train.config import prepare_config
-    from cnnjax.train.init_from import initialise
+    from cnnjax.train.runner.config import prepare_config
+    from cnnjax.train.runner.init_from import initialise
 
     config = load_config(ema_run)
     config.init_from = f"{ema_run}:latest"

@@ -11,9 +11,9 @@ import os
 import pytest
 from tracker_servers import mlflow_server, wandb_offline_history
 
-from cnnjax.train.components import build
-from cnnjax.train.config import prepare_config
-from cnnjax.train.loop import train
+from cnnjax.train.runner.components import build
+from cnnjax.train.runner.config import prepare_config
+from cnnjax.train.runner.loop import train
 from cnnjax.viz.run_plots import write_plots
 
 HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None
@@ -149,8 +149,8 @@ def test_mlflow_resume_skips_the_points_logged_after_the_checkpoint(server, tmp_
     the MLflow run keeps one point per step (MLflow's history is append-only)."""
     from mlflow import MlflowClient
 
-    from cnnjax.train.trackers.base import TrackerContext
-    from cnnjax.train.trackers.mlflow_writer import MlflowWriter
+    from cnnjax.train.runner.trackers.base import TrackerContext
+    from cnnjax.train.runner.trackers.mlflow_writer import MlflowWriter
 
     options = {"tracking_uri": server, "experiment_name": "dedupe"}
     first = MlflowWriter(TrackerContext(tmp_path, None, options, "killed"))

@@ -8,9 +8,9 @@ from typing import ClassVar
 
 import pytest
 
-from cnnjax.train import trackers
-from cnnjax.train.config import default_config, resolve_config, validate_config
-from cnnjax.train.trackers import (
+from cnnjax.train.runner import trackers
+from cnnjax.train.runner.config import default_config, resolve_config, validate_config
+from cnnjax.train.runner.trackers import (
     MetricsWriter,
     MetricWriter,
     open_writers,
@@ -19,8 +19,8 @@ from cnnjax.train.trackers import (
     run_artifacts,
     run_params,
 )
-from cnnjax.train.trackers.registry import TRACKERS
-from cnnjax.train.trackers.run_ids import load_run, save_run
+from cnnjax.train.runner.trackers.registry import TRACKERS
+from cnnjax.train.runner.trackers.run_ids import load_run, save_run
 
 
 class Recorder(MetricWriter):
@@ -148,7 +148,7 @@ def test_run_ids_round_trip_and_damage(tmp_path):
 
 
 def test_fresh_start_moves_the_tracker_runs_aside(tmp_path):
-    from cnnjax.train.workdir_history import move_history_aside
+    from cnnjax.train.runner.workdir_history import move_history_aside
 
     save_run(tmp_path, "mlflow", {"run_id": "r1"})
     dest = move_history_aside(tmp_path)
@@ -162,7 +162,7 @@ def test_registry_lists_the_builtin_trackers():
 def test_a_resume_that_changes_trackers_is_not_called_inexact(caplog):
     import io
 
-    from cnnjax.train.reporting import Progress, warn_config_changes
+    from cnnjax.train.runner.reporting import Progress, warn_config_changes
 
     saved = {"seed": 1, "trackers": ["jsonl"], "tracker_options": {"mlflow": {"run_name": None}}}
     stream = io.StringIO()

@@ -13,8 +13,8 @@ from flax import traverse_util
 from train_testutil import quadrant_batch
 
 from cnnjax import train
-from cnnjax.train.config import default_config, prepare_config
 from cnnjax.train.ema import EmaSpec, ema_spec, resolve_weights, select_weights
+from cnnjax.train.runner.config import default_config, prepare_config
 
 
 class TinyBN(nn.Module):

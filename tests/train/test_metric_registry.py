@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cnnjax import train
-from cnnjax.train.config import resolve_config, validate_config
+from cnnjax.train.runner.config import resolve_config, validate_config
 from cnnjax.train.tasks import METRIC_REGISTRIES, make_task
 
 K = 7

@@ -22,9 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cnnjax.train.trackers.base import MetricWriter, TrackerContext
-from cnnjax.train.trackers.registry import register_tracker
-from cnnjax.train.trackers.run_ids import load_run, save_run
+from cnnjax.train.runner.trackers.base import MetricWriter, TrackerContext
+from cnnjax.train.runner.trackers.registry import register_tracker
+from cnnjax.train.runner.trackers.run_ids import load_run, save_run
 
 __all__ = ["MlflowWriter"]
 

@@ -37,9 +37,9 @@ from flax import traverse_util
 
 from cnnjax import models
 from cnnjax.models.pretrained import FORMATS
-from cnnjax.train.components import Components, build
 from cnnjax.train.ema import fresh_ema, select_weights
-from cnnjax.train.evaluation import load_config, restore
+from cnnjax.train.runner.components import Components, build
+from cnnjax.train.runner.evaluation import load_config, restore
 from cnnjax.train.state import TrainState
 from cnnjax.workdir_layout import CONFIG_FILE
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cnnjax.registry import NameList, Registry, origin_of
-from cnnjax.train.trackers.base import MetricWriter, TrackerContext
+from cnnjax.train.runner.trackers.base import MetricWriter, TrackerContext
 
 __all__ = ["TRACKERS", "TRACKER_NAMES", "TrackerEntry", "check_trackers", "register_tracker",
            "require_package", "tracker_names"]

@@ -19,12 +19,12 @@ import numpy as np
 from cnnjax import workdir_layout as layout
 from cnnjax.checkpoint import CheckpointManager
 from cnnjax.data.prefetch import Prefetch
-from cnnjax.train.components import Components, build, make_batches
-from cnnjax.train.config import prepare_config
-from cnnjax.train.dispatch import InFlight
 from cnnjax.train.ema import resolve_weights, select_weights
 from cnnjax.train.metrics import merge_metrics
-from cnnjax.train.reporting import Progress
+from cnnjax.train.runner.components import Components, build, make_batches
+from cnnjax.train.runner.config import prepare_config
+from cnnjax.train.runner.dispatch import InFlight
+from cnnjax.train.runner.reporting import Progress
 from cnnjax.train.state import TrainState
 
 __all__ = ["CHECKPOINT_DIR", "check_best_metric", "evaluate", "load_config", "restore", "run_eval"]

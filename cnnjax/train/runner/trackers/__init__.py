@@ -23,22 +23,22 @@ from typing import Any
 import jax
 
 from cnnjax import workdir_layout as layout
-from cnnjax.train.trackers import mlflow_writer, wandb_writer  # noqa: F401  (registers them)
-from cnnjax.train.trackers.base import (
+from cnnjax.train.runner.trackers import mlflow_writer, wandb_writer  # noqa: F401  (registers them)
+from cnnjax.train.runner.trackers.base import (
     Guarded,
     MetricWriter,
     MultiWriter,
     TrackerContext,
     scalars_of,
 )
-from cnnjax.train.trackers.jsonl import (
+from cnnjax.train.runner.trackers.jsonl import (
     METRICS_FILE,
     JsonlWriter,
     json_value,
     read_metrics,
     truncate_metrics_file,
 )
-from cnnjax.train.trackers.registry import (
+from cnnjax.train.runner.trackers.registry import (
     TRACKER_NAMES,
     TRACKERS,
     TrackerEntry,
@@ -47,7 +47,7 @@ from cnnjax.train.trackers.registry import (
     require_package,
     tracker_names,
 )
-from cnnjax.train.trackers.tensorboard import TensorBoardWriter
+from cnnjax.train.runner.trackers.tensorboard import TensorBoardWriter
 
 __all__ = [
     "DEFAULT_TRACKERS",

@@ -2,7 +2,7 @@
 
 `Run` owns the run's checkpoint manager, its training batches (a `Prefetch`, which hands
 out each batch placed on the devices with the iterator state before it), the metrics file,
-the progress display and the train metrics not yet logged; the loop in `cnnjax.train.loop`
+the progress display and the train metrics not yet logged; the loop in `cnnjax.train.runner.loop`
 calls it at each event.
 
 Nothing here waits for the devices between two checks: `train_step` dispatches a step and
@@ -31,21 +31,21 @@ from cnnjax.checkpoint import (
     workdir_history,
 )
 from cnnjax.data.prefetch import Prefetch
-from cnnjax.train.components import Components
-from cnnjax.train.dispatch import InFlight
-from cnnjax.train.evaluation import run_eval
-from cnnjax.train.init_from import initialise
 from cnnjax.train.metrics import NonFiniteError, merge_metrics
-from cnnjax.train.reporting import (
+from cnnjax.train.runner.components import Components
+from cnnjax.train.runner.dispatch import InFlight
+from cnnjax.train.runner.evaluation import run_eval
+from cnnjax.train.runner.init_from import initialise
+from cnnjax.train.runner.reporting import (
     MetricsWriter,
     Progress,
     format_metrics,
     process_age_s,
     warn_config_changes,
 )
+from cnnjax.train.runner.trackers import open_writers, run_artifacts, run_params
+from cnnjax.train.runner.workdir_history import PREVIOUS_RUNS, move_history_aside
 from cnnjax.train.state import TrainState
-from cnnjax.train.trackers import open_writers, run_artifacts, run_params
-from cnnjax.train.workdir_history import PREVIOUS_RUNS, move_history_aside
 
 __all__ = ["Run"]
 

@@ -11,8 +11,9 @@ import ml_collections
 
 from cnnjax import data, models
 from cnnjax.checks import check_choice, check_int
-from cnnjax.train.dataset_info import info_from_config
 from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
+from cnnjax.train.runner.dataset_info import info_from_config
+from cnnjax.train.runner.trackers import check_trackers
 from cnnjax.train.steps import PRECISIONS, STRATEGIES
 from cnnjax.train.tasks import (
     CLASSIFICATION_LOSS_REGISTRY,
@@ -23,7 +24,6 @@ from cnnjax.train.tasks import (
     parse_loss,
     parse_metrics,
 )
-from cnnjax.train.trackers import check_trackers
 
 __all__ = ["MAX_SEED", "validate_config"]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from cnnjax import workdir_layout as layout
-from cnnjax.train.trackers.base import MetricWriter, TrackerContext
-from cnnjax.train.trackers.registry import register_tracker
+from cnnjax.train.runner.trackers.base import MetricWriter, TrackerContext
+from cnnjax.train.runner.trackers.registry import register_tracker
 
 __all__ = ["TensorBoardWriter"]
 

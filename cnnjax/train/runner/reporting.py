@@ -1,6 +1,7 @@
-"""Run reporting: progress on the terminal, and (from `cnnjax.train.trackers`) the metrics log.
+"""Run reporting: progress on the terminal, and (from `cnnjax.train.runner.trackers`) the
+metrics log.
 
-- `MetricsWriter`, `read_metrics`, `truncate_metrics_file` live in `cnnjax.train.trackers`
+- `MetricsWriter`, `read_metrics`, `truncate_metrics_file` live in `cnnjax.train.runner.trackers`
   (metrics.jsonl, TensorBoard, MLflow, W&B behind one writer interface) and are re-exported
   here for the modules and scripts that import them from this one.
 - `Progress` is a tqdm bar with loss/metric/images-per-second when stdout is a terminal, and
@@ -21,7 +22,7 @@ from typing import Any, Self, TextIO
 import jax
 from tqdm.auto import tqdm
 
-from cnnjax.train.trackers import (
+from cnnjax.train.runner.trackers import (
     METRICS_FILE,
     MetricsWriter,
     flatten,

@@ -1,5 +1,5 @@
 """The run configuration: `default_config()` (every field a run uses), `resolve_config` and
-`prepare_config` (validation: `cnnjax.train.config_checks`).
+`prepare_config` (validation: `cnnjax.train.runner.config_checks`).
 
 Configs are `ml_collections.ConfigDict`s, overridable from the command line the way the Flax
 examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
@@ -7,7 +7,7 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
     seed                   root of every random number of the run (init, dropout, data order)
     imports                your own code to import before anything is built: module names or
                            .py files that register models, data sets, augmentations...
-                           (saved absolute in config.json; see `cnnjax.train.user_code`)
+                           (saved absolute in config.json; see `cnnjax.train.runner.user_code`)
     model, model_options   registry name (`cnnjax.models.list_models()`) and its options
     dataset, dataset_options, data_dir
                            `cnnjax.data.get_source` name, options and archive folder (for
@@ -15,7 +15,7 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
     dataset_info           what the run learned about its data (class names, image shape,
                            mean/std, train size): empty = filled from the train split when the
                            run is built, then saved in config.json, so export and predict need
-                           no data (`cnnjax.train.dataset_info`)
+                           no data (`cnnjax.train.runner.dataset_info`)
     train_split, eval_split, test_split
                            splits for training, periodic validation (selects the best
                            checkpoint) and the final test (None: skip)
@@ -38,7 +38,7 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
     trackers               where metrics, params and plots go: ("jsonl", "tensorboard") by
                            default; add "mlflow" and/or "wandb" (pip install
                            'cnnjax[trackers]'); "jsonl" is always needed
-                           (`cnnjax.train.trackers`)
+                           (`cnnjax.train.runner.trackers`)
     tracker_options.<tracker>.<option>
                            e.g. mlflow.tracking_uri, mlflow.experiment_name, mlflow.run_name,
                            wandb.project, wandb.entity, wandb.mode, wandb.name, wandb.dir
@@ -69,8 +69,8 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
                            step by a background thread (2; batches do not depend on it)
     compilation_cache      keep compiled steps in JAX's persistent cache (True; the folder is
                            $CNNJAX_CACHE_DIR/xla or ~/.cache/cnnjax/xla, see
-                           `cnnjax.train.compile_cache`); $CNNJAX_COMPILATION_CACHE=0 also turns
-                           it off
+                           `cnnjax.train.runner.compile_cache`); $CNNJAX_COMPILATION_CACHE=0
+                           also turns it off
     async_checkpointing    write checkpoints in a background thread (True)
     fresh_start            False (default): a workdir that holds an earlier run's history
                            (metrics rows, checkpoints, corrupt checkpoints) but no usable
@@ -80,7 +80,7 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
     init_from              a NEW run starts from these weights: a torchvision/timm file
                            (.pth/.pt/.safetensors/.npz) or another run's workdir (best, else
                            latest; "WORKDIR:latest", ":best", ":STEP"). Ignored on resume.
-                           See `cnnjax.train.init_from`.
+                           See `cnnjax.train.runner.init_from`.
     init_exclude           fnmatch patterns of "/"-joined variable paths left freshly initialised
     freeze_batch_stats     fnmatch patterns of batch-norm statistics paths ("layer1_0/*",
                            "*" for all) that train steps leave unchanged (frozen backbone BN)
@@ -99,10 +99,10 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
-from cnnjax.train.config_checks import validate_config
 from cnnjax.train.determinism import configure_determinism
-from cnnjax.train.trackers import DEFAULT_TRACKERS, TRACKERS
-from cnnjax.train.user_code import import_user_code
+from cnnjax.train.runner.config_checks import validate_config
+from cnnjax.train.runner.trackers import DEFAULT_TRACKERS, TRACKERS
+from cnnjax.train.runner.user_code import import_user_code
 
 __all__ = [
     "default_config",
