@@ -90,6 +90,11 @@ class Registry(Generic[T]):
 
         return add
 
+    def unregister(self, name: str) -> None:
+        """Remove `name` (absent: nothing happens), e.g. a test's own entry, so that it does
+        not outlive the test in the process (a tracker's options shape `default_config`)."""
+        self._entries.pop(name, None)
+
     def get(self, name: str) -> T:
         """The entry under `name`; ValueError naming the value and the registered names."""
         if not isinstance(name, str) or name not in self._entries:

@@ -45,9 +45,22 @@ class Recorder(MetricWriter):
         self.closed = True
 
 
-@register_tracker("recorder_for_tests", options=("flavour",))
 def _open_recorder(ctx):
     return Recorder(ctx)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def own_trackers():
+    """The tests' own trackers, registered for this module only: a tracker with options adds
+    a group to every later `default_config()` in the process (other tests' sweeps compare
+    configs)."""
+    register_tracker("recorder_for_tests", options=("flavour",))(_open_recorder)
+    register_tracker("failing_for_tests")(_open_failing)
+    register_tracker("unreachable_for_tests")(_open_unreachable)
+    yield
+    for name in ("recorder_for_tests", "failing_for_tests", "unreachable_for_tests",
+                 "needs_a_package_for_tests"):
+        TRACKERS.unregister(name)
 
 
 def _check(**fields):
@@ -179,7 +192,6 @@ class Failing(Recorder):
         raise ConnectionError("tracking server gone")
 
 
-@register_tracker("failing_for_tests")
 def _open_failing(ctx):
     return Failing(ctx)
 
@@ -198,7 +210,6 @@ def test_a_tracker_that_fails_mid_run_is_dropped_and_jsonl_goes_on(tmp_path, cap
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
 
 
-@register_tracker("unreachable_for_tests")
 def _open_unreachable(ctx):
     raise ConnectionError("no tracking server at http://127.0.0.1:1")
 
