@@ -2,7 +2,7 @@
 
 Reusable from Python and used by `python -m experiments.sweep` (also `--report DIR...`):
 
-    from experiments import results
+    from experiments.sweep import results
     runs = [results.read_run(d) for d in sorted(Path("runs/sweep").iterdir()) if d.is_dir()]
     fields = results.setting_fields(runs)          # config fields that differ, seed excepted
     rows = results.results_table(runs, fields)     # -> results.csv
@@ -30,7 +30,7 @@ import numpy as np
 from scipy import stats
 
 from cnnjax.train.reporting import flatten, read_metrics
-from experiments import sweep_plots
+from experiments.sweep import plots as sweep_plots
 
 __all__ = [
     "RUN_RECORD",

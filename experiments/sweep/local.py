@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnjax.checkpoint.lock import describe_holder, holder_of
-from experiments import results
+from experiments.sweep import results
 
 LOG_FILE = "sweep.log"
 ERROR_LINES = 20  # lines of a failed run's log kept in its record and shown in the report
