@@ -6,6 +6,9 @@ its own workdir, through the same command line as a direct run.
         --grid=optimizer.learning_rate=0.003,0.001 --jobs=1
     python -m experiments.sweep ... --dry-run          # list the runs, their workdirs, commands
     python -m experiments.sweep --report runs/mnist_sweep  # rebuild the tables from workdirs
+    python -m experiments.sweep ... --launcher=slurm --slurm_partition=gpu --slurm_gpus=1
+    python -m experiments.sweep --workdir=runs/lr_search --config=experiments/configs/tiny.py \
+        --search=optuna --trials=12 --space=optimizer.learning_rate=1e-4:1e-1:log
 
 Each run is the subprocess `python -m experiments.classify` (or `segment`: the config's task,
 `config.task.name` or the data set's) with `--workdir=DIR/<settings> --config=FILE`, the
@@ -22,6 +25,9 @@ end of its log, and the sweep exits with 1. SIGTERM, SIGINT or SIGHUP to the swe
 running runs at a checkpoint (forwarded as SIGTERM), waits for them and exits 128 + signal
 (143, 130, 129); a run whose workdir another process holds is not started (reported BUSY, never
 recorded as failed).
+`--launcher=slurm`: one SLURM job-array task per run (submitit; `experiments.sweep.slurm`),
+the same command line; preempted tasks checkpoint, are requeued and resume.
+`--search=optuna`: an Optuna study over `--space` instead of the grid (`experiments.sweep.search`).
 At the end DIR gets results.csv, summary.csv, summary.md and plots/ (`experiments.sweep.results`).
 Exit codes: 0 all runs completed, 1 a run failed, 2 a usage error.
 """
@@ -29,6 +35,7 @@ Exit codes: 0 all runs completed, 1 a run failed, 2 a usage error.
 from __future__ import annotations
 
 import shlex
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +45,7 @@ from absl import flags
 
 from experiments.cli_errors import UsageError
 from experiments.cli_help import help_text, wants_help
-from experiments.sweep import results
+from experiments.sweep import results, search, slurm
 from experiments.sweep.local import LOG_FILE, Run, Stopped, execute
 from experiments.sweep.plan import find_runs, is_finished, parse_grid, parse_seeds, plan
 
@@ -66,6 +73,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                       "directories given as arguments (or in --workdir)", flag_values=fv)
     flags.DEFINE_bool("plots", True, "plots: each run's (passed on) and the sweep's",
                       flag_values=fv)
+    slurm.define_flags(fv)
+    search.define_flags(fv)
 
 
 def parse(argv: Sequence[str]) -> tuple[flags.FlagValues, list[str], list[str]]:
@@ -147,9 +156,12 @@ def _sweep_main(fv: flags.FlagValues, overrides: Sequence[str], args: Sequence[s
         raise UsageError("--workdir=DIR and --config=FILE are required (or --report DIR...)")
     if any(o.startswith("--config.seed=") for o in overrides) and fv.seeds is not None:
         raise UsageError("give the seeds with --seeds only, not also --config.seed")
+    workdir = Path(fv.workdir)
+    if fv.search != "grid":
+        _check_workdir(workdir)
+        return search.main(fv, overrides, workdir)
     grid = parse_grid(fv.grid)
     seeds = parse_seeds(fv.seeds) if fv.seeds is not None else None
-    workdir = Path(fv.workdir)
     _check_workdir(workdir)
     runs = plan(workdir, fv.config, overrides, grid, seeds, run_plots=fv.plots)
     finished = [r for r in runs if is_finished(r)]
@@ -167,6 +179,8 @@ def _sweep_main(fv: flags.FlagValues, overrides: Sequence[str], args: Sequence[s
         print(f"experiments.sweep: error: cannot create --workdir={str(workdir)!r}: "
               f"{e.strerror or e}", file=sys.stderr)
         return 1
+    if fv.launcher == "slurm":
+        return _slurm_sweep(fv, workdir, runs, todo, list(grid))
     print(f"sweep: {len(runs)} runs in {workdir} ({len(finished)} finished, skipped; "
           f"{len(todo)} to run, {fv.jobs} at a time)", flush=True)
     failures = execute(todo, fv.jobs, pin=fv.pin)
@@ -180,6 +194,44 @@ def _sweep_main(fv: flags.FlagValues, overrides: Sequence[str], args: Sequence[s
               f"log {run.workdir / LOG_FILE}, last lines:\n{attempt['error']}\n",
               file=sys.stderr)
     return 1 if failures else 0
+
+
+def _slurm_sweep(fv: flags.FlagValues, workdir: Path, runs: Sequence[Run],
+                 todo: Sequence[Run], fields: Sequence[str]) -> int:
+    """Submit the unfinished runs (those not still queued from an earlier submission) as one
+    job array; unless --noslurm_wait, follow them and write the tables (exit 1 unless every run
+    completed)."""
+    try:
+        queued = slurm.still_queued(workdir, [r.name for r in todo])
+        new = [r for r in todo if r.name not in queued]
+        ids = slurm.submit(workdir, new, slurm.options_from(fv))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        print(f"experiments.sweep: error: SLURM submission failed: {e}", file=sys.stderr)
+        return 1
+    first = sorted({i.split("_")[0] for i in ids.values()})
+    print(f"sweep: {len(runs)} runs in {workdir} ({len(runs) - len(todo)} finished, skipped; "
+          f"{len(queued)} still queued; {len(ids)} submitted to SLURM as job array "
+          f"{','.join(first) or '-'}; task logs in {workdir / slurm.LOG_DIR})", flush=True)
+    if not fv.slurm_wait:
+        print(f"collect the results when they are done: python -m experiments.sweep --report "
+              f"{workdir}")
+        return 0
+    known = results.read_json(workdir / slurm.JOBS_FILE) or {}
+    follow = {r.name: str(known[r.name]) for r in todo if r.name in known}
+    try:
+        slurm.wait(follow, {r.name: r.workdir for r in todo})
+    except OSError as e:
+        print(f"experiments.sweep: error: {e}; the tasks go on: collect them later with "
+              f"--report {workdir}", file=sys.stderr)
+        return 1
+    got = report(workdir, find_runs([workdir]), fields, planned=runs, plots=fv.plots)
+    planned = {r.workdir for r in runs}
+    bad = [r for r in got if r.workdir in planned and r.status != "completed"]
+    for r in bad:
+        print(f"NOT COMPLETED {r.name}: {r.status} {r.error.splitlines()[-1] if r.error else ''}"
+              f"(task log: {workdir / slurm.LOG_DIR}, run log: {r.workdir / LOG_FILE})",
+              file=sys.stderr)
+    return 1 if bad else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
