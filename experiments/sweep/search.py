@@ -26,6 +26,7 @@ from typing import Any
 
 from experiments.cli_errors import UsageError
 from experiments.sweep import plan, results, trials
+from experiments.sweep.extras import require
 from experiments.sweep.local import LOG_FILE, Run, Stopped, _Signals
 
 STUDY_FILE = "optuna.journal"
@@ -278,6 +279,9 @@ def main(fv: Any, overrides: Sequence[str], directory: Path) -> int:
     """`experiments.sweep --search=optuna`: check the flags, run the study, write the tables."""
     from experiments.sweep.cli import report
 
+    require("optuna")
+    if fv.launcher == "slurm":
+        require("submitit")
     if fv.trials is None:
         raise UsageError("--search=optuna needs --trials=N (the study's number of trials)")
     if fv.grid or fv.seeds is not None:

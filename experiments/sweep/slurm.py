@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.sweep import results
+from experiments.sweep.extras import require
 from experiments.sweep.local import Run, finish, start
 
 JOBS_FILE = "slurm_jobs.json"  # in the sweep dir: run name -> its latest SLURM job id
@@ -107,8 +108,7 @@ def _slurm_ids() -> dict[str, Any]:
 
 def executor(folder: Path, options: SlurmOptions) -> Any:
     """A submitit SlurmExecutor with `options` (sbatch --requeue: preempted tasks come back)."""
-    import submitit
-
+    submitit = require("submitit")
     ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=options.requeues)
     params: dict[str, Any] = {
         "time": options.time_min, "cpus_per_task": options.cpus, "job_name": "cnnjax-sweep",
