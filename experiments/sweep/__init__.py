@@ -4,6 +4,11 @@ locally or on SLURM, with result tables.
     cli      the command line (`main`), the usage in its docstring
     plan     grid x seeds -> runs (workdir, the direct command, resolved config)
     local    running runs as local subprocesses (`--jobs`), signals, attempt records
+    slurm    `--launcher=slurm`: one job-array task per run through submitit, requeue
+    space    `--search=optuna`'s flags and `--space` ranges
+    search   the Optuna study: trials as runs, journal storage, pruning from metrics.jsonl
+    trials   how a search starts and follows its trials on either launcher
+    extras   submitit / optuna are optional: a missing one is a usage error
     results  results.csv / summary.csv / summary.md from any workdirs
     plots    the sweep's plots
 """

@@ -45,7 +45,7 @@ from absl import flags
 
 from experiments.cli_errors import UsageError
 from experiments.cli_help import help_text, wants_help
-from experiments.sweep import results, search, slurm
+from experiments.sweep import results, search, slurm, space
 from experiments.sweep.local import LOG_FILE, Run, Stopped, execute
 from experiments.sweep.plan import find_runs, is_finished, parse_grid, parse_seeds, plan
 
@@ -74,7 +74,7 @@ def define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_bool("plots", True, "plots: each run's (passed on) and the sweep's",
                       flag_values=fv)
     slurm.define_flags(fv)
-    search.define_flags(fv)
+    space.define_flags(fv)
 
 
 def parse(argv: Sequence[str]) -> tuple[flags.FlagValues, list[str], list[str]]:
@@ -224,6 +224,10 @@ def _slurm_sweep(fv: flags.FlagValues, workdir: Path, runs: Sequence[Run],
         print(f"experiments.sweep: error: {e}; the tasks go on: collect them later with "
               f"--report {workdir}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"experiments.sweep: interrupted; the SLURM tasks go on: the same command follows "
+              f"them again, or collect them with --report {workdir}", file=sys.stderr)
+        return 130
     got = report(workdir, find_runs([workdir]), fields, planned=runs, plots=fv.plots)
     planned = {r.workdir for r in runs}
     bad = [r for r in got if r.workdir in planned and r.status != "completed"]

@@ -21,6 +21,9 @@ from experiments.sweep.local import Run
 class LocalTrials:
     """Trials as local subprocesses (their own sessions, logged like grid runs)."""
 
+    poll_s = 0.5  # between looks at the runs
+    detached = False  # the runs end with the sweep (stopped at a checkpoint)
+
     def start(self, run: Run) -> Any:
         return local.start(run, 0, [])
 
@@ -46,6 +49,9 @@ class LocalTrials:
 
 class SlurmTrials:
     """Trials as SLURM jobs (one each, submitit), followed with squeue."""
+
+    poll_s = 5.0  # squeue is asked once per look
+    detached = True  # the jobs go on without the sweep
 
     def __init__(self, directory: Path, fv: Any) -> None:
         self.directory = directory

@@ -20,12 +20,12 @@ import optuna
 import pytest
 
 from experiments import sweep
-from experiments.sweep import results, search
+from experiments.sweep import results, search, space
 from experiments.sweep.local import Run
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = "experiments/configs/tiny.py"
-DIMS = [search.Dim("optimizer.learning_rate", 1e-4, 1.0, log=True, integer=False)]
+DIMS = [space.Dim("optimizer.learning_rate", 1e-4, 1.0, log=True, integer=False)]
 
 
 def _loss(lr: float, step: int) -> float:
@@ -148,9 +148,9 @@ def test_search_usage_errors_exit_2(args, message, capsys, tmp_path, monkeypatch
 
 
 def test_parse_space_reads_floats_log_and_integers():
-    dims = search.parse_space(["optimizer.learning_rate=1e-4:0.1:log", "config.batch_size=8:64"])
-    assert dims == [search.Dim("optimizer.learning_rate", 1e-4, 0.1, True, False),
-                    search.Dim("batch_size", 8.0, 64.0, False, True)]
+    dims = space.parse_space(["optimizer.learning_rate=1e-4:0.1:log", "config.batch_size=8:64"])
+    assert dims == [space.Dim("optimizer.learning_rate", 1e-4, 0.1, True, False),
+                    space.Dim("batch_size", 8.0, 64.0, False, True)]
 
 
 # --------------------------------------------------------------------------- a real search
