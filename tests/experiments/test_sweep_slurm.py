@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +42,26 @@ TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
-def slurm(tmp_path_factory) -> dict[str, str]:
-    """The environment for SLURM commands and the runs (SLURM_CONF, 1 CPU device each)."""
+def slurm(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """The environment for SLURM commands and the runs (SLURM_CONF, 1 CPU device each), with
+    this module's own one-node SLURM (stopped at the end)."""
     pytest.importorskip("submitit")
     if shutil.which("bash") is None:
         pytest.skip("no bash to run scripts/slurm/start_local_slurm.sh")
-    started = subprocess.run([str(START)], capture_output=True, text=True, timeout=900)
+    directory = tmp_path_factory.mktemp("slurm")
+    started = subprocess.run([str(START), str(directory)], capture_output=True, text=True,
+                             timeout=900)
     if started.returncode == 3:
         pytest.skip(f"SLURM cannot be started here: {started.stderr.strip()}")
-    assert started.returncode == 0, started.stdout + started.stderr
-    conf = started.stdout.strip().splitlines()[-1].split("=", 1)[1]
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(SLURM_CONF=conf, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(
-        [str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-    return env
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        conf = started.stdout.strip().splitlines()[-1].split("=", 1)[1]
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        env.update(SLURM_CONF=conf, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(
+            [str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+        yield env
+    finally:
+        subprocess.run([str(START), "--stop", str(directory)], capture_output=True, timeout=60)
 
 
 def _run(cmd: list[str], env: dict[str, str], **kw: Any) -> subprocess.CompletedProcess:
