@@ -123,6 +123,14 @@ def test_a_sweep_on_slurm_survives_a_requeue_and_equals_direct_runs(slurm, tmp_p
     assert len(rows) == 4 and {r["status"] for r in rows.values()} == {"completed"}, rows
     assert {r["step"] for r in rows.values()} == {"120"}
 
+    (directory / "results.csv").unlink()
+    reported = _run([sys.executable, "-m", "experiments.sweep", "--report", str(directory),
+                     "--noplots"], slurm)  # the tables again, from the shared workdirs alone
+    assert reported.returncode == 0, reported.stderr
+    with (directory / "results.csv").open() as f:
+        assert {r["run"]: r["status"] for r in csv.DictReader(f)} == {
+            n: "completed" for n in rows}
+
     attempts = json.loads((directory / name / "sweep_run.json").read_text())["attempts"]
     assert [(a["outcome"], a["returncode"]) for a in attempts] == [
         ("stopped", 143), ("completed", 0)], attempts

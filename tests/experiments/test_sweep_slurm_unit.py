@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -152,3 +154,19 @@ def test_no_slurm_here_is_a_one_line_error(tmp_path, monkeypatch, capsys):
                        "--launcher=slurm", "--noplots"])
     err = capsys.readouterr().err
     assert code == 1 and "SLURM submission failed" in err and "srun" in err, err
+
+
+def test_the_local_slurm_script_refuses_clearly_without_root(tmp_path):
+    """Where SLURM cannot be started (here: not root) the script exits 3 with its reason, which
+    the slow test shows as its skip reason."""
+    script = ROOT / "scripts" / "slurm" / "start_local_slurm.sh"
+    cmd = [str(script), str(tmp_path / "slurm")]
+    if os.geteuid() == 0:
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            pytest.skip("root without runuser: cannot run the script as another user")
+        cmd = [runuser, "-u", "nobody", "--", *cmd]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "start_local_slurm: cannot start SLURM here:" in result.stderr
+    assert "root" in result.stderr
