@@ -34,7 +34,9 @@ class LocalTrials:
         handle.process.send_signal(signal.SIGTERM)
 
     def finish(self, handle: Any, *, stopped: bool) -> dict[str, Any]:
-        return local.finish(handle, stopped_by=signal.SIGTERM if stopped else None)
+        """Record the attempt; a run that ended 0 before the stop reached it completed."""
+        by = signal.SIGTERM if stopped and handle.process.returncode != 0 else None
+        return local.finish(handle, stopped_by=by)
 
     def interrupt(self, handles: Sequence[Any]) -> None:
         """Stop the running trials at a checkpoint and wait for them (the study keeps them

@@ -195,5 +195,7 @@ def test_a_local_search_beats_the_default_and_a_rerun_continues(tmp_path, monkey
     assert float(best["value"]) < _val_loss(default), (best, _val_loss(default))
     rows = list(csv.DictReader((directory / "results.csv").open()))
     assert sorted(r["run"] for r in rows) == [f"trial={n:04d}" for n in range(9)]
-    assert {r["status"] for r in rows} <= {"completed", "pruned"}
+    states = {f"trial={int(t['trial']):04d}": t["state"] for t in second}
+    assert {r["run"]: r["status"] for r in rows} == {  # a pruned trial is pruned in the table
+        n: "pruned" if s == "pruned" else "completed" for n, s in states.items()}
     assert f"best: trial {best['trial']}" in out
