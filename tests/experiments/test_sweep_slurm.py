@@ -10,7 +10,8 @@ daemons) every test here is skipped with its reason. Then:
   resumes); the same sweep command again submits nothing, follows the queued tasks and writes
   the tables; the requeued run ends bitwise equal to its own command run directly here;
 - a 3-trial Optuna search runs its trials as SLURM jobs;
-- `srun -n 2` runs the tiny config as 2 processes x 4 CPU devices with `--distributed`
+- `scripts/slurm/train_multihost.sbatch` (srun inside) runs the tiny config as 2 tasks = 2
+  processes x 4 CPU devices with `--distributed`
   (jax.distributed's SLURM auto-detection), equal to 1 process x 8 devices to float32 tolerance
   (gloo sums in another order: not bitwise).
 """
@@ -153,15 +154,21 @@ def test_a_sweep_on_slurm_survives_a_requeue_and_equals_direct_runs(slurm, tmp_p
 def test_two_srun_tasks_train_like_one_process_with_eight_devices(slurm, tmp_path):
     two, one = tmp_path / "two", tmp_path / "one"
     args = ["-m", "experiments.classify", f"--config={TINY}", "--noplots"]
-    env4 = {**slurm, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    ran = _run(["srun", "--ntasks=2", "--cpus-per-task=1", sys.executable, *args,
-                f"--workdir={two}", "--distributed"], env4)
-    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
+    assert not (two / "summary.json").exists()
+    env4 = {**slurm, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+            "PYTHON": sys.executable}
+    log = tmp_path / "multihost.out"
+    # the README's sbatch script (srun inside), on this one node: 2 tasks instead of 2 nodes
+    ran = _run(["sbatch", "--wait", "--nodes=1", "--ntasks-per-node=2", f"--output={log}",
+                str(ROOT / "scripts" / "slurm" / "train_multihost.sbatch"), str(two), TINY,
+                "--noplots"], env4)
+    assert ran.returncode == 0, ran.stdout + ran.stderr + log.read_text()[-3000:]
     env8 = {**slurm, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     ran = _run([sys.executable, *args, f"--workdir={one}"], env8)
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     meta = json.loads((two / "run_metadata.json").read_text())
-    assert "2" in json.dumps(meta) and "process" in json.dumps(meta)
+    devices = meta["runs"][-1]["devices"]  # one JAX run over both tasks' devices
+    assert len(devices) == 8 and {d["process_index"] for d in devices} == {0, 1}
     rows2, rows1 = _rows(two), _rows(one)
     assert list(rows2) == list(rows1) == [(2, "train"), (3, "val"), (4, "train"), (6, "train"),
                                           (6, "val"), (6, "test")]
