@@ -9,7 +9,8 @@ daemons) every test here is skipped with its reason. Then:
   with `scontrol requeue` while it trains (SIGTERM: it checkpoints, exits 143, comes back and
   resumes); the same sweep command again submits nothing, follows the queued tasks and writes
   the tables; the requeued run ends bitwise equal to its own command run directly here;
-- a 3-trial Optuna search runs its trials as SLURM jobs;
+- a 4-trial Optuna search with pruning runs its trials as SLURM jobs and makes the same
+  study as the same search run locally;
 - `scripts/slurm/train_multihost.sbatch` (srun inside) runs the tiny config as 2 tasks = 2
   processes x 4 CPU devices with `--distributed`
   (jax.distributed's SLURM auto-detection), equal to 1 process x 8 devices to float32 tolerance
@@ -182,19 +183,35 @@ def test_two_srun_tasks_train_like_one_process_with_eight_devices(slurm, tmp_pat
                 assert v == r1[k], (key, k)
 
 
-def test_a_search_runs_its_trials_as_slurm_jobs(slurm, tmp_path):
-    directory = tmp_path / "search"
-    ran = _run([sys.executable, "-m", "experiments.sweep", f"--workdir={directory}",
-                f"--config={TINY}", "--noplots", "--search=optuna", "--trials=3", "--jobs=3",
-                "--space=optimizer.learning_rate=1e-3:0.3:log", "--launcher=slurm"], slurm)
-    assert ran.returncode == 0, ran.stdout + ran.stderr
+SEARCH = ["--noplots", "--search=optuna", "--trials=4", "--startup_trials=1",
+          "--space=optimizer.learning_rate=1e-3:0.3:log", "--config.num_train_steps=240",
+          "--config.eval_every_steps=40", "--config.checkpoint_every_steps=120"]
+
+
+def _trials_csv(directory: Path) -> list[dict]:
     with (directory / "trials.csv").open() as f:
-        trials = list(csv.DictReader(f))
-    assert [(t["trial"], t["state"]) for t in trials] == [(str(n), "complete") for n in range(3)]
-    jobs = json.loads((directory / "slurm_jobs.json").read_text())
-    assert sorted(jobs) == [f"trial={n:04d}" for n in range(3)]
+        return [{k: v for k, v in t.items() if k != "workdir"} for t in csv.DictReader(f)]
+
+
+def test_a_search_on_slurm_is_the_local_search(slurm, tmp_path):
+    """Trials as SLURM jobs, pruned ones cancelled (scancel: SIGTERM, a checkpoint): the same
+    study, trial for trial, as the same search run locally (the runs are bitwise the same)."""
+    here, there = tmp_path / "local", tmp_path / "slurm"
+    for directory, launcher in ((here, "local"), (there, "slurm")):
+        ran = _run([sys.executable, "-m", "experiments.sweep", f"--workdir={directory}",
+                    f"--config={TINY}", *SEARCH, f"--launcher={launcher}"], slurm)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+    trials = _trials_csv(there)
+    assert trials == _trials_csv(here)
+    states = [t["state"] for t in trials]
+    assert len(trials) == 4 and "pruned" in states and "complete" in states, trials
+    jobs = json.loads((there / "slurm_jobs.json").read_text())
+    assert sorted(jobs) == [f"trial={n:04d}" for n in range(4)]
+    with (there / "results.csv").open() as f:
+        status = {r["run"]: r["status"] for r in csv.DictReader(f)}
     for t in trials:
-        attempt = json.loads((Path(t["workdir"]) / "sweep_run.json").read_text())["attempts"][-1]
-        assert attempt["slurm"]["SLURM_JOB_ID"] == jobs[Path(t["workdir"]).name]
-        summary = json.loads((Path(t["workdir"]) / "summary.json").read_text())
-        assert float(t["value"]) == summary["val"]["loss"]
+        name = f"trial={int(t['trial']):04d}"
+        record = json.loads((there / name / "sweep_run.json").read_text())
+        assert record["attempts"][-1]["slurm"]["SLURM_JOB_ID"] == jobs[name]
+        assert status[name] == ("pruned" if t["state"] == "pruned" else "completed")
+        assert ("pruned" in record) == (t["state"] == "pruned")
