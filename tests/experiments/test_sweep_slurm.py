@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow  # a SLURM start, 6 trainings: about 3-4 min on 2 busy cores
+pytestmark = pytest.mark.slow  # a SLURM start, 15 tiny trainings: about 3.5 min on 2 cores
 
 ROOT = Path(__file__).resolve().parents[2]
 START = ROOT / "scripts" / "slurm" / "start_local_slurm.sh"
