@@ -6,7 +6,9 @@ the oneDNN kernel (`cnnjax.ops.onednn`) and PyTorch (channels-last), side by sid
 
 Each column runs in its own process (XLA flags apply before the backend starts). `xla`
 columns use the lowering cnnjax's chooser picks with oneDNN switched off (`CNNJAX_ONEDNN=0`),
-i.e. what cnnjax ran before the kernel. Median ms of `--reps` calls after one warm-up call.
+i.e. what cnnjax ran before the kernel. Median ms of `--reps` calls after 10 warm-up calls
+(oneDNN's first calls of a shape run slower: 0.5-5 ms instead of 0.3 ms for `simple_cnn`'s
+first-layer kernel gradient; a run makes thousands).
 The numbers feed `cnnjax.ops.onednn.policy.conv_is_faster`.
 """
 
@@ -38,8 +40,8 @@ PARTS = ("fwd", "dx", "dw")
 
 
 def _median_ms(fn: Callable[[], Any], reps: int) -> float:
-    """Median ms of `reps` calls of `fn` (which must block) after one warm-up call."""
-    return float(np.median(time_steps(fn, reps, warmup=1)))
+    """Median ms of `reps` calls of `fn` (which must block) after 10 warm-up calls."""
+    return float(np.median(time_steps(fn, reps, warmup=10)))
 
 
 def _inputs(shape: tuple[int, ...], k: int, out: int) -> tuple[np.ndarray, np.ndarray]:

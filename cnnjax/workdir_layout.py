@@ -10,6 +10,8 @@
       corrupt_checkpoints/   CORRUPT_DIR: steps found corrupt, moved aside
       previous_runs/<time>/  PREVIOUS_RUNS_DIR: an earlier run's history (fresh_start)
       tensorboard/           TENSORBOARD_DIR: event files
+      tracker_runs.json      TRACKER_RUNS_FILE: the MLflow / W&B run ids a resume continues
+      wandb/                 WANDB_DIR: W&B's local run folders (config.trackers "wandb")
       predictions/           PREDICTIONS_DIR: --mode=predict's default output
       export/step_<n>/       EXPORT_DIR: --mode=export's default output
 
@@ -29,6 +31,8 @@ __all__ = [
     "RUN_METADATA_FILE",
     "SUMMARY_FILE",
     "TENSORBOARD_DIR",
+    "TRACKER_RUNS_FILE",
+    "WANDB_DIR",
     "eval_file",
 ]
 
@@ -40,10 +44,13 @@ CHECKPOINT_DIR = "checkpoints"
 CORRUPT_DIR = "corrupt_checkpoints"
 PREVIOUS_RUNS_DIR = "previous_runs"
 TENSORBOARD_DIR = "tensorboard"
+TRACKER_RUNS_FILE = "tracker_runs.json"
+WANDB_DIR = "wandb"
 PREDICTIONS_DIR = "predictions"
 EXPORT_DIR = "export"
 
 
-def eval_file(split: str, which: str | int) -> str:
-    """`eval_<split>_<which>.json`: what `--mode=eval` writes for a split and checkpoint."""
-    return f"eval_{split}_{which}.json"
+def eval_file(split: str, which: str | int, weights: str = "") -> str:
+    """`eval_<split>_<which>.json`: what `--mode=eval` writes for a split and checkpoint;
+    `eval_<split>_<which>_<weights>.json` for a run with an EMA ("ema" or "raw" weights)."""
+    return f"eval_{split}_{which}{'_' + weights if weights else ''}.json"

@@ -10,7 +10,7 @@ from absl import flags
 HELP_ARGS = ("-h", "-help", "--help", "--helpfull", "--helpshort")
 
 MAIN_FIELDS = """\
-main config fields (--config.FIELD=VALUE; every field: cnnjax/train/config.py, README "Configs"):
+main config fields (--config.FIELD=VALUE; every field: README "Configs"):
   model, model_options          e.g. resnet18, --config.model_options.widths=(8,16,16)
   dataset, dataset_options, data_dir
                                 shapes, mnist, image_folder (data_dir = your folder), tfds:NAME

@@ -42,10 +42,11 @@ from ml_collections import config_flags
 from cnnjax import workdir_layout as layout
 from cnnjax.checkpoint import to_json
 from cnnjax.export import parse_checkpoint, parse_formats
-from cnnjax.train.components import Components, build
-from cnnjax.train.evaluation import evaluate_checkpoint, restore
-from cnnjax.train.loop import train
-from cnnjax.train.predict_io import write_predictions
+from cnnjax.train.ema import WEIGHTS, select_weights
+from cnnjax.train.runner.components import Components, build
+from cnnjax.train.runner.evaluation import evaluate_checkpoint, restore
+from cnnjax.train.runner.loop import train
+from cnnjax.train.runner.predict_io import write_predictions
 from cnnjax.viz.run_plots import write_overlays, write_plots
 from experiments.cli_errors import (
     RUN_ERRORS,
@@ -56,7 +57,7 @@ from experiments.cli_errors import (
 )
 from experiments.cli_help import help_text, wants_help
 from experiments.export_mode import FORMAT_HELP, run_export
-from experiments.run_config import check_task, run_config
+from experiments.run_config import check_task, run_config, which_weights
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 MODES = ("train", "eval", "predict", "export")
@@ -88,6 +89,9 @@ def define_flags(fv: flags.FlagValues, default_config: Path, argv: Sequence[str]
                         "'test_images', else the first)", flag_values=fv)
     flags.DEFINE_string("output", None, "predict: output folder (default WORKDIR/predictions); "
                         "export: (default WORKDIR/export/step_<step>)", flag_values=fv)
+    flags.DEFINE_enum("weights", None, list(WEIGHTS), "eval/predict/export: the EMA of the "
+                      "weights or the raw weights (default: ema when the run has an EMA, "
+                      "config.ema_decay > 0, else raw)", flag_values=fv)
     flags.DEFINE_bool("plots", True, "write PNG plots after training and evaluation",
                       flag_values=fv)
     flags.DEFINE_string("coordinator_address", None, "multi-host: HOST:PORT of process 0 "
@@ -291,8 +295,9 @@ def _print_written(paths: Sequence[Path]) -> None:
 
 
 def _plot_final(c: Components, workdir: Path, split: str | None, state: Any) -> None:
-    """The plots of a completed training run, from its final state in memory."""
-    _print_written(write_plots(c, state, workdir, split))
+    """The plots of a completed training run, from its final state in memory (its EMA
+    weights when it has them, as its validation)."""
+    _print_written(write_plots(c, select_weights(state), workdir, split))
 
 
 def _export(fv: flags.FlagValues, argv: Sequence[str], script: str) -> int:
@@ -308,7 +313,7 @@ def _export(fv: flags.FlagValues, argv: Sequence[str], script: str) -> int:
     if (Path(fv.workdir) / layout.CONFIG_FILE).exists():
         config = run_config(fv, argv, prog)
     return run_export(fv.workdir, fv.checkpoint, fv.format, fv.output, prog=prog,
-                      config=config)
+                      config=config, weights=fv.weights)
 
 
 def _run_mode(fv: flags.FlagValues, argv: Sequence[str], task: str, script: str) -> int:
@@ -321,6 +326,7 @@ def _run_mode(fv: flags.FlagValues, argv: Sequence[str], task: str, script: str)
     if fv.mode == "eval" and not split:
         raise UsageError("--split is needed: the config has no test_split nor eval_split")
     which = "latest" if fv.mode == "train" else which_checkpoint(fv.checkpoint)
+    weights = which_weights(fv, config)
     # train opens (and checks) its data; eval opens only its split, predict none at all
     c = build(config, open_data=fv.mode == "train")
     if fv.mode == "train":
@@ -332,8 +338,9 @@ def _run_mode(fv: flags.FlagValues, argv: Sequence[str], task: str, script: str)
         return 0
     try:
         if fv.mode == "eval":
-            return _evaluate(c, fv, workdir, split, which)
+            return _evaluate(c, fv, workdir, split, which, weights)
         state, step, _ = restore(c, workdir, which)
+        state = select_weights(state, weights)
         output = Path(fv.output) if fv.output else workdir / layout.PREDICTIONS_DIR
         _print_written(write_predictions(c, state, Path(fv.input), fv.input_key, output,
                                          overlays=write_overlays))
@@ -346,13 +353,14 @@ def _run_mode(fv: flags.FlagValues, argv: Sequence[str], task: str, script: str)
 
 
 def _evaluate(c: Components, fv: flags.FlagValues, workdir: Path, split: str,
-              which: str | int) -> int:
+              which: str | int, weights: str) -> int:
     """Evaluate, print the metrics, then write them (a read-only workdir: exit 1 after the
-    metrics were printed)."""
-    result, state = evaluate_checkpoint(c, workdir, split, which)
+    metrics were printed). A run with an EMA names the weights in the file name."""
+    result, state = evaluate_checkpoint(c, workdir, split, which, weights)
     if jax.process_index() == 0:
         print(json.dumps(to_json(result)))
-        path = workdir / layout.eval_file(split, result["which"])
+        path = workdir / layout.eval_file(split, result["which"],
+                                          weights if c.ema is not None else "")
         try:
             path.write_text(json.dumps(to_json(result), indent=2) + "\n")
         except OSError as e:

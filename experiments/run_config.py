@@ -10,6 +10,8 @@
   differ (it is never silently preferred). Without `config.json` they refuse to run (exit 1,
   naming the file) unless a `--config` file is given explicitly: the script's default config
   would build another model.
+
+`which_weights`: `--weights=ema|raw` for that config (the EMA by default when the run has one).
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ from absl import flags
 from ml_collections import config_flags
 
 from cnnjax import data
-from cnnjax.train.config import prepare_config, resolve_config
-from cnnjax.train.dataset_info import info_from_config
-from cnnjax.train.evaluation import read_config_json
+from cnnjax.train.ema import config_ema, resolve_weights
+from cnnjax.train.runner.config import prepare_config, resolve_config
+from cnnjax.train.runner.dataset_info import info_from_config
+from cnnjax.train.runner.evaluation import read_config_json
 from cnnjax.train.tasks import TASKS
 from cnnjax.workdir_layout import CONFIG_FILE
 from experiments.cli_errors import UsageError
 
-__all__ = ["check_task", "run_config", "saved_config"]
+__all__ = ["check_task", "run_config", "saved_config", "which_weights"]
 
 _IGNORED = ("dataset_info",)  # filled by training: a file never states it
 
@@ -126,3 +129,17 @@ def check_task(config: ml_collections.ConfigDict, task: str, script: str) -> Non
             f"config.dataset={config.dataset!r} is a {name} task; experiments.{script} runs "
             f"{task}: use `python -m experiments.{other}`"
         )
+
+
+def which_weights(fv: flags.FlagValues, config: Any) -> str:
+    """`--weights` -> "ema" | "raw" for this run's config (a UsageError: --weights=ema on a
+    run trained without EMA, or --weights with --mode=train)."""
+    if fv.mode == "train":
+        if fv.weights is not None:
+            raise UsageError(f"--weights={fv.weights} applies to --mode=eval, predict and "
+                             "export; training keeps both (config.ema_decay)")
+        return "raw"
+    try:
+        return resolve_weights(fv.weights, config_ema(config) is not None)
+    except ValueError as e:
+        raise UsageError(str(e)) from e

@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from cnnjax.train.reporting import read_metrics
+from cnnjax.train.runner.reporting import read_metrics
 
 __all__ = ["main", "plot_curves", "val_curve"]
 

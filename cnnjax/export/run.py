@@ -3,9 +3,9 @@
     export_run("runs/mnist", checkpoint="best", formats="stablehlo,onnx")
     # -> runs/mnist/export/step_<n>/{model.stablehlo, model.onnx, export.json}
 
-The run is rebuilt from its own `config.json` (`train.evaluation.load_config`, or a config
+The run is rebuilt from its own `config.json` (`train.runner.evaluation.load_config`, or a config
 given by the caller, e.g. with command-line overrides) WITHOUT opening its data set
-(`train.components.build(config, open_data=False)`: classes, image shape and normalisation
+(`train.runner.components.build(config, open_data=False)`: classes, image shape and normalisation
 come from `config.dataset_info`), so a copy of the workdir exports on a machine that lacks
 the training data. Its checkpoint is restored read-only; the input shape is what the
 evaluation pipeline feeds the model: the saved image shape after the deterministic
@@ -29,8 +29,9 @@ from cnnjax.checkpoint import Restored
 from cnnjax.data import augment as augment_lib
 from cnnjax.data.transforms import apply_ops
 from cnnjax.export.core import export_model, parse_formats
-from cnnjax.train.components import Components, build
-from cnnjax.train.evaluation import CHECKPOINT_DIR, checkpoints, load_config
+from cnnjax.train.ema import resolve_weights, select_weights
+from cnnjax.train.runner.components import Components, build
+from cnnjax.train.runner.evaluation import CHECKPOINT_DIR, checkpoints, load_config
 from cnnjax.workdir_layout import EXPORT_DIR
 
 __all__ = ["default_formats", "export_from_flags", "export_run", "parse_checkpoint"]
@@ -148,8 +149,12 @@ def export_run(
     output_dir: str | os.PathLike | None = None,
     onnx_batch_size: int = 1,
     config: ml_collections.ConfigDict | None = None,
+    weights: str | None = None,
 ) -> dict[str, Path]:
     """Export `workdir`'s checkpoint ("best", "latest" or a step) in `formats`.
+
+    `weights`: "ema" or "raw" (`cnnjax.train.ema.select_weights`); None: the EMA of the
+    weights when the run has one. export.json names the weights exported.
 
     `formats="auto"`: `default_formats(model)`. `output_dir` defaults to
     `workdir/export/step_<step>`. `config`: a prepared config instead of the workdir's
@@ -165,21 +170,24 @@ def export_run(
     c, restored = restore_run(workdir, checkpoint, config)
     if formats == "auto":
         formats = default_formats(c.model)
-    state = restored.state
+    used = resolve_weights(weights, restored.state.ema is not None)
+    state = select_weights(restored.state, used)
     variables = {"params": state.params, **dict(state.model_state or {})}
     variables = jax.device_get(variables)
     out = Path(output_dir) if output_dir is not None else (
         workdir / EXPORT_DIR / f"step_{int(restored.step)}")
     return export_model(
         c.model, variables, input_shape=eval_input_shape(c), output_dir=out, formats=formats,
-        metadata=run_metadata(c, restored, workdir, checkpoint), name=c.config.model,
+        metadata={**run_metadata(c, restored, workdir, checkpoint), "weights": used},
+        name=c.config.model,
         onnx_batch_size=onnx_batch_size,
     )
 
 
 def export_from_flags(workdir: str, checkpoint: str = "best", formats: str = "auto",
                       output: str | None = None,
-                      config: ml_collections.ConfigDict | None = None) -> dict[str, Path]:
+                      config: ml_collections.ConfigDict | None = None,
+                      weights: str | None = None) -> dict[str, Path]:
     """The `--mode=export` of the experiment scripts: flag strings in, files out.
 
     Bad `--checkpoint`/`--format` values raise ValueError before anything is loaded (the
@@ -188,5 +196,5 @@ def export_from_flags(workdir: str, checkpoint: str = "best", formats: str = "au
     if not workdir:
         raise ValueError("--workdir is needed for --mode=export")
     return export_run(workdir, checkpoint=checkpoint, formats=formats or "auto",
-                      output_dir=output or None, config=config)
+                      output_dir=output or None, config=config, weights=weights)
 

@@ -1,4 +1,7 @@
-"""Training core: train state, tasks, optimizers, data-parallel steps.
+"""The step library: train state, tasks, optimizers, schedules, data-parallel steps, EMA.
+
+What a whole run adds (config, loop, checkpoints, evaluation, reporting, trackers) is the run
+framework in `cnnjax.train.runner`, built on this package; nothing here imports it.
 
 Ten lines to train (any strategy: "jit", "shard_map", "pmap"):
 
@@ -14,6 +17,7 @@ Ten lines to train (any strategy: "jit", "shard_map", "pmap"):
         train.check_finite(metrics, i)
 """
 
+from cnnjax.train.ema import EmaSpec, select_weights
 from cnnjax.train.metrics import NonFiniteError, check_finite, is_finite, merge_metrics
 from cnnjax.train.optim import (
     OPTIMIZERS,
@@ -59,6 +63,7 @@ __all__ = [
     "PRECISIONS",
     "SCHEDULES",
     "STRATEGIES",
+    "EmaSpec",
     "NonFiniteError",
     "Task",
     "TrainState",
@@ -86,6 +91,7 @@ __all__ = [
     "replicate",
     "replicated_sharding",
     "segmentation",
+    "select_weights",
     "shard_batch",
     "stack_for_pmap",
     "unstack_from_pmap",

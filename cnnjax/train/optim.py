@@ -1,6 +1,6 @@
 """Optimizers and learning-rate schedules from a config, through Optax.
 
-A config is a run config (`cnnjax.train.config.default_config()`: its `optimizer` and
+A config is a run config (`cnnjax.train.runner.config.default_config()`: its `optimizer` and
 `schedule` groups are read, the schedule's `name` being the `schedule` field below), or a flat
 dict or `ml_collections.ConfigDict` with these fields (defaults in
 brackets; unknown fields are an error, so a typo cannot pass silently):

@@ -98,7 +98,7 @@ def _from_run_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def as_dict(cfg: Any) -> dict[str, Any]:
     """`cfg` as a flat dict of `_FIELDS`: an optimizer config, or a whole run config
-    (`cnnjax.train.config`), whose `optimizer` and `schedule` groups are read."""
+    (`cnnjax.train.runner.config`), whose `optimizer` and `schedule` groups are read."""
     if hasattr(cfg, "to_dict"):
         cfg = cfg.to_dict()
     if not isinstance(cfg, Mapping):

@@ -7,20 +7,21 @@ transformation are passed to the step builders instead.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from cnnjax.train.ema import fresh_ema
 from cnnjax.train.parallel import _check_mesh, make_mesh, replicated_sharding
 
 
-@flax.struct.dataclass
+@dataclasses.dataclass(frozen=True)
 class TrainState:
     """Everything that changes during training, as arrays.
 
@@ -31,6 +32,12 @@ class TrainState:
       opt_state: the Optax state for `params`.
       rng: uint32 (2,) raw PRNG key data; the step folds in the step number (and the
         device index under shard_map/pmap) to get its dropout key.
+      ema: None (no EMA, `config.ema_decay = 0`), or `{"params": ..., "model_state": ...}`,
+        the exponential moving average of both (float32; `cnnjax.train.ema`).
+
+    A pytree whose children are the fields in this order, `ema` only when it is not None:
+    a state without EMA has exactly the tree (and the checkpoint layout) it had before
+    the field existed, so older checkpoints restore into it and new ones look the same.
     """
 
     step: jax.Array
@@ -38,6 +45,27 @@ class TrainState:
     model_state: Any
     opt_state: Any
     rng: jax.Array
+    ema: Any = None
+
+    def replace(self, **changes: Any) -> TrainState:
+        """A copy with `changes` (as `flax.struct.dataclass`'s `replace`)."""
+        return dataclasses.replace(self, **changes)
+
+
+_FIELDS = ("step", "params", "model_state", "opt_state", "rng")
+
+
+def _flatten(state: TrainState) -> tuple[list[tuple[Any, Any]], bool]:
+    has_ema = state.ema is not None
+    names = (*_FIELDS, "ema") if has_ema else _FIELDS
+    return [(jax.tree_util.GetAttrKey(n), getattr(state, n)) for n in names], has_ema
+
+
+def _unflatten(has_ema: bool, children: Any) -> TrainState:
+    return TrainState(*children) if has_ema else TrainState(*children, ema=None)
+
+
+jax.tree_util.register_pytree_with_keys(TrainState, _flatten, _unflatten)
 
 
 def as_key_data(rng: Any, name: str = "rng") -> jax.Array:
@@ -93,6 +121,7 @@ def create_train_state(
     input_shape_or_sample: Any,
     *,
     mesh: Mesh | None = None,
+    ema: bool = False,
 ) -> TrainState:
     """A fresh `TrainState`, with every array created directly on its replicated sharding.
 
@@ -107,6 +136,8 @@ def create_train_state(
       input_shape_or_sample: (batch, *spatial, channels) shape, or an array of that shape
         (only its shape is used; the model is initialised on float32 zeros).
       mesh: the `("data",)` mesh the state is replicated over.
+      ema: also hold an exponential moving average of the weights, starting as a copy of
+        them (`cnnjax.train.ema`; the train step then needs `ema=EmaSpec(...)`).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model={model!r}; expected a flax.linen.Module")
@@ -125,6 +156,7 @@ def create_train_state(
             model_state=model_state,
             opt_state=tx.init(params),
             rng=state_key,
+            ema=fresh_ema(params, model_state) if ema else None,
         )
 
     abstract = jax.eval_shape(init, key)

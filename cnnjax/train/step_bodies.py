@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from cnnjax.train.ema import EmaSpec, update_ema
+from cnnjax.train.ema import check_state as check_ema_state
 from cnnjax.train.optim import path_name
 from cnnjax.train.state import TrainState
 from cnnjax.train.tasks import Task, combine_loss_terms, valid_weights
@@ -168,6 +170,7 @@ def train_body(
     axis: str | None,
     vary: bool,
     freeze_batch_stats: tuple[str, ...] = (),
+    ema: EmaSpec | None = None,
 ) -> tuple[TrainState, Metrics]:
     """One optimizer step; per-device code when `axis` is set, global code otherwise.
 
@@ -175,12 +178,16 @@ def train_body(
     float32 scalar: an earlier step's `metrics["nonfinite"][0]`) is 0; otherwise the state
     is returned unchanged (its step counter too) and `nonfinite` is (1, 1). Chaining each
     step's `nonfinite` into the next one's `halted` freezes a run at its first non-finite
-    step without the host looking at any value (see `cnnjax.train.loop`).
+    step without the host looking at any value (see `cnnjax.train.runner.loop`).
 
     `freeze_batch_stats`: fnmatch patterns of model-state paths (without the collection,
     e.g. "layer1_0/bn1/*") whose values the step keeps as they were (frozen BN statistics).
+
+    `ema`: update `state.ema` to the new params and model state (`cnnjax.train.ema`); the
+    guard above keeps it unchanged on a halted or non-finite step, like everything else.
     """
     _check_sync(model, state.model_state, axis)
+    check_ema_state(state.ema, ema)
     total = _reducer(axis)
     x = _images(batch, compute_dtype)
     rng = dropout_key(state.rng, state.step, axis)
@@ -204,12 +211,16 @@ def train_body(
         new_model_state = keep_frozen_stats(new_model_state, state.model_state,
                                             freeze_batch_stats)
     updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
     new_state = state.replace(
         step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
+        params=new_params,
         model_state=new_model_state,
         opt_state=new_opt_state,
     )
+    if ema is not None:
+        new_state = new_state.replace(
+            ema=update_ema(state.ema, new_params, new_model_state, state.step, ema))
     ok = _all_finite(loss, grads) & (halted == 0)
     new_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
     metrics["nonfinite"] = (1.0 - ok.astype(jnp.float32), jnp.ones((), jnp.float32))

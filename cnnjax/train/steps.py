@@ -63,6 +63,7 @@ import optax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from cnnjax.train.ema import EmaSpec
 from cnnjax.train.parallel import (
     DATA_AXIS,
     _check_mesh,
@@ -189,6 +190,7 @@ def make_train_step(
     precision: str = "float32",
     donate: bool = True,
     freeze_batch_stats: tuple[str, ...] = (),
+    ema: EmaSpec | None = None,
 ) -> CompiledStep:
     """`train_step(state, batch[, halted]) -> (state, metrics)`, compiled for `strategy` on
     `mesh` (a `CompiledStep`).
@@ -200,6 +202,9 @@ def make_train_step(
 
     `freeze_batch_stats`: patterns of model-state paths the step leaves unchanged
     (`cnnjax.train.step_bodies.keep_frozen_stats`).
+
+    `ema`: also update the state's EMA of the weights (`cnnjax.train.ema`; the state must
+    be created with `create_train_state(..., ema=True)`).
 
     See the module docstring for the layouts, the metrics and the guarantees. The
     input state is donated (its buffers are reused) unless `donate=False`.
@@ -217,6 +222,7 @@ def make_train_step(
         compute_dtype=PRECISIONS[precision],
         vary=strategy == "shard_map",
         freeze_batch_stats=tuple(freeze_batch_stats),
+        ema=ema,
     )
     fn, place = _compile(body, strategy, mesh, train=True, donate=donate)
     not_halted = jax.device_put(np.zeros((), np.float32), replicated_sharding(mesh))

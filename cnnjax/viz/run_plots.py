@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax.train.components import Components
-from cnnjax.train.predict import local_view, split_predictions
+from cnnjax.train.runner.components import Components
+from cnnjax.train.runner.predict import local_view, split_predictions
 from cnnjax.viz.confusion import plot_confusion_matrix
 from cnnjax.viz.curves import load_metrics, metric_names, plot_training_curves
 from cnnjax.viz.images import plot_filters
@@ -70,7 +70,7 @@ def write_overlays(c: Components, names: Sequence[str], inputs: Sequence[np.ndar
                    masks: Sequence[np.ndarray], output: Path) -> list[Path]:
     """`output/overlays.png`: the first `PLOT_EXAMPLES` predicted masks over their images
     (preprocessed, (1, H, W, C) each), when they share one size; else nothing. The
-    `overlays` argument of `cnnjax.train.predict_io.write_predictions`."""
+    `overlays` argument of `cnnjax.train.runner.predict_io.write_predictions`."""
     n = min(PLOT_EXAMPLES, len(masks))
     if not n or len({np.shape(m) for m in masks[:n]}) != 1:
         return []

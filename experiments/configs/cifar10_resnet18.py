@@ -17,7 +17,7 @@ in 11m28s wall, i.e. the pipeline learns.
 
 import ml_collections
 
-from cnnjax.train.config import default_config
+from cnnjax.train.runner.config import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -24,7 +24,7 @@ on the 5 held-out images after the last step: mean IoU 0.790 ± 0.004 (mean ± s
 
 import ml_collections
 
-from cnnjax.train.config import default_config
+from cnnjax.train.runner.config import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:

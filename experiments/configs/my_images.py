@@ -18,7 +18,7 @@ Result: none stated; it depends on your images. The slow test
 
 import ml_collections
 
-from cnnjax.train.config import default_config
+from cnnjax.train.runner.config import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:

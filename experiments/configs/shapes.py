@@ -14,7 +14,7 @@ figure (93.7% above, or seed 0's 94.1% now) says little on its own.
 
 import ml_collections
 
-from cnnjax.train.config import default_config
+from cnnjax.train.runner.config import default_config
 
 
 def get_config() -> ml_collections.ConfigDict:

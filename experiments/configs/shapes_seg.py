@@ -17,7 +17,7 @@ quiet 2-core CPU, 3-3.6 min wall per run): test mean IoU 0.782 ± 0.015 (mean ±
 
 import ml_collections
 
-from cnnjax.train.config import default_config
+from cnnjax.train.runner.config import default_config
 
 # The stated result, checked by the slow test (|test mean_iou - value| <= tolerance).
 EXPECTED = {"metric": "mean_iou", "split": "test", "value": 0.782, "tolerance": 0.05}

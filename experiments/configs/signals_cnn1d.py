@@ -16,7 +16,7 @@ quiet 2-core CPU, 2.8-3.4 min wall per run): test accuracy 99.33% ± 0.12% (mean
 
 import ml_collections
 
-from cnnjax.train.config import default_config
+from cnnjax.train.runner.config import default_config
 
 # The stated result, checked by the slow test (|test accuracy - value| <= tolerance).
 EXPECTED = {"metric": "accuracy", "split": "test", "value": 0.993, "tolerance": 0.015}

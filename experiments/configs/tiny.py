@@ -14,7 +14,7 @@ test accuracy 0.141 ± 0.016 (mean ± std; seed 0: 0.1406).
 
 import ml_collections
 
-from cnnjax.train.config import default_config
+from cnnjax.train.runner.config import default_config
 
 # The stated result, checked by the slow test (|test accuracy - value| <= tolerance).
 EXPECTED = {"metric": "accuracy", "split": "test", "value": 0.141, "tolerance": 0.06}

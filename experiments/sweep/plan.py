@@ -75,7 +75,7 @@ def parse_seeds(text: str) -> list[int]:
 def load_config(config_arg: str, overrides: Sequence[str]) -> Any:
     """The resolved, validated config of `--config=config_arg` + overrides, loaded by
     `experiments.common.load_config_arg`: exactly as the entry points load it."""
-    from cnnjax.train.config import resolve_config, validate_config
+    from cnnjax.train.runner.config import resolve_config, validate_config
     from experiments.common import load_config_arg
 
     try:

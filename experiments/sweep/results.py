@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from cnnjax.train.reporting import flatten, read_metrics
+from cnnjax.train.runner.reporting import flatten, read_metrics
 from experiments.sweep import plots as sweep_plots
 
 __all__ = [

@@ -81,7 +81,7 @@ def trial_run(directory: Path, config_arg: str, overrides: Sequence[str], number
 
 def val_rows(workdir: Path, metric: str) -> list[tuple[int, float]]:
     """(step, value) of `metric` in the run's validation rows so far, in step order."""
-    from cnnjax.train.reporting import read_metrics
+    from cnnjax.train.runner.reporting import read_metrics
 
     rows = read_metrics(workdir / "metrics.jsonl")
     return sorted((int(r["step"]), float(r[metric])) for r in rows

@@ -6,7 +6,7 @@
 # dense 10. The notes end it with a softmax; here the model returns logits and the
 # softmax lives in the cross-entropy loss (the numerically stable way).
 #
-# It is trained with the generic trainer `cnnjax.train.loop.train_and_evaluate(config,
+# It is trained with the generic trainer `cnnjax.train.runner.loop.train_and_evaluate(config,
 # workdir)`, which logs `metrics.jsonl`, keeps checkpoints and reports validation and test
 # metrics. Then: training curves, the confusion matrix, misclassified examples, the learned
 # first-layer filters and the feature maps of one digit, the model summary, and the
@@ -28,9 +28,9 @@ import numpy as np
 
 from cnnjax import data, models, viz
 from cnnjax.checkpoint import CheckpointManager
-from cnnjax.train.config import default_config
-from cnnjax.train.components import build
-from cnnjax.train.loop import train_and_evaluate
+from cnnjax.train.runner.config import default_config
+from cnnjax.train.runner.components import build
+from cnnjax.train.runner.loop import train_and_evaluate
 
 # cnnjax.viz returns matplotlib Figures (built without pyplot); this shows them inline
 %matplotlib inline
@@ -54,7 +54,7 @@ print(f"data set: {DATASET} | data dir: {DATA_DIR} | fast mode: {FAST} | devices
 # ## 1. The run configuration
 #
 # One `ConfigDict` describes the run (every field is documented in
-# `cnnjax.train.config`). MNIST has no validation split of its own: `val_size` holds out
+# `cnnjax.train.runner.config`). MNIST has no validation split of its own: `val_size` holds out
 # training images (a seeded permutation, so the same ones every run). Adam with a cosine
 # learning-rate decay; validation every `eval_every_steps`; the checkpoint with the best
 # validation accuracy is kept.

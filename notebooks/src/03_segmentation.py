@@ -31,9 +31,9 @@ import numpy as np
 
 from cnnjax import data, models, viz
 from cnnjax.checkpoint import CheckpointManager
-from cnnjax.train.config import default_config
-from cnnjax.train.components import build
-from cnnjax.train.loop import train_and_evaluate
+from cnnjax.train.runner.config import default_config
+from cnnjax.train.runner.components import build
+from cnnjax.train.runner.loop import train_and_evaluate
 
 # cnnjax.viz returns matplotlib Figures (built without pyplot); this shows them inline
 %matplotlib inline

@@ -230,7 +230,7 @@ def test_segmentation_errors_name_the_file(tmp_path):
 
 
 def test_image_suffixes_are_shared_with_prediction_inputs():
-    from cnnjax.train import predict_io
+    from cnnjax.train.runner import predict_io
 
     assert predict_io.IMAGE_SUFFIXES == image_files_lib.IMAGE_SUFFIXES
 

@@ -14,7 +14,7 @@ from test_data_pipeline import ids, indexed_source
 from cnnjax.data import make_pipeline
 from cnnjax.data.prefetch import Prefetch
 from cnnjax.train import make_mesh, shard_batch
-from cnnjax.train.dispatch import InFlight
+from cnnjax.train.runner.dispatch import InFlight
 
 
 def pipeline(n=40, batch_size=4):

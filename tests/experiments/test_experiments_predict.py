@@ -1,4 +1,4 @@
-"""`cnnjax.train.predict` against a direct `model.apply` and NumPy; experiment helpers."""
+"""`cnnjax.train.runner.predict` against a direct `model.apply` and NumPy; experiment helpers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from absl import flags
 
 from cnnjax import data, models
 from cnnjax.train import create_train_state, make_mesh, make_optimizer
-from cnnjax.train.predict import predict, preprocess
+from cnnjax.train.runner.predict import predict, preprocess
 from cnnjax.viz.run_plots import first_conv_kernel
 from experiments import common
 

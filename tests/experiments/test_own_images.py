@@ -19,10 +19,10 @@ from PIL import Image
 from cnnjax.data import SOURCES
 from cnnjax.data.folder_common import ENV_CACHE_DIR
 from cnnjax.models.registry import MODELS
-from cnnjax.train import user_code
-from cnnjax.train.config import prepare_config
-from cnnjax.train.dataset_info import info_from_config
 from cnnjax.train.optimizers import OPTIMIZER_REGISTRY
+from cnnjax.train.runner import user_code
+from cnnjax.train.runner.config import prepare_config
+from cnnjax.train.runner.dataset_info import info_from_config
 from cnnjax.train.tasks import CLASSIFICATION_LOSS_REGISTRY, make_task
 from experiments import classify
 
@@ -60,7 +60,7 @@ def my_cnn(num_classes=10, **options):
 '''
 
 CONFIG = '''
-from cnnjax.train.config import default_config
+from cnnjax.train.runner.config import default_config
 
 
 def get_config():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnnjax.train.config import prepare_config, resolve_config
+from cnnjax.train.runner.config import prepare_config, resolve_config
 from experiments.run_config import differing_fields, saved_config
 
 

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import pytest
 
 from cnnjax import models
-from cnnjax.train.config import resolve_config, validate_config
 from cnnjax.train.optim import freeze_labels
+from cnnjax.train.runner.config import resolve_config, validate_config
 from experiments import transfer_plot
 from experiments.configs import transfer_fashion_mnist
 

@@ -11,8 +11,8 @@ import pytest
 from cnnjax.checkpoint import CheckpointManager
 from cnnjax.data import get_source
 from cnnjax.export import export_from_flags, export_run
-from cnnjax.train.evaluation import evaluate
-from cnnjax.train.loop import train_and_evaluate
+from cnnjax.train.runner.evaluation import evaluate
+from cnnjax.train.runner.loop import train_and_evaluate
 from experiments.export_mode import main, run_export
 
 CONFIG = {

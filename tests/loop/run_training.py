@@ -41,8 +41,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from cnnjax.checkpoint import manager as manager_lib
-    from cnnjax.train import evaluation, loop
-    from cnnjax.train import reporting as log_lib
+    from cnnjax.train.runner import evaluation, loop
+    from cnnjax.train.runner import reporting as log_lib
 
     workdir = Path(args.workdir)
     batches_log = workdir.parent / f"{workdir.name}.batches"

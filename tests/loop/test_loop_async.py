@@ -21,9 +21,9 @@ import pytest
 from jax._src import array as array_lib
 from loop_helpers import tiny_config
 
-from cnnjax.train import loop
-from cnnjax.train import run as run_lib
-from cnnjax.train.reporting import read_metrics
+from cnnjax.train.runner import loop
+from cnnjax.train.runner import run as run_lib
+from cnnjax.train.runner.reporting import read_metrics
 
 BOUNDARY_METHODS = ("resume", "check_finite", "log_train", "periodic", "finish", "preempted",
                     "save")

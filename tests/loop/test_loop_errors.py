@@ -10,8 +10,8 @@ import pytest
 from loop_helpers import run_driver, tiny_config
 
 from cnnjax.checkpoint import WorkdirNotWritableError
-from cnnjax.train.loop import train_and_evaluate
-from cnnjax.train.reporting import read_metrics
+from cnnjax.train.runner.loop import train_and_evaluate
+from cnnjax.train.runner.reporting import read_metrics
 
 
 def last_json(proc):

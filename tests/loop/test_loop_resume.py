@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 from loop_helpers import TOTAL_STEPS, batches_seen, run_driver, tiny_config
 
-from cnnjax.train.reporting import TIMING_FIELDS, read_metrics
+from cnnjax.train.runner.reporting import TIMING_FIELDS, read_metrics
 
 
 def final_checkpoint(workdir, step=TOTAL_STEPS):

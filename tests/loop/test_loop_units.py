@@ -9,12 +9,17 @@ import os
 import jax
 import pytest
 
-from cnnjax.train.components import build
-from cnnjax.train.config import default_config, resolve_config, validate_config
 from cnnjax.train.determinism import GPU_DETERMINISTIC_FLAG, configure_determinism, step_key
-from cnnjax.train.loop import Intervals, itstime
 from cnnjax.train.optim import make_optimizer, make_schedule
-from cnnjax.train.reporting import MetricsWriter, Progress, read_metrics, truncate_metrics_file
+from cnnjax.train.runner.components import build
+from cnnjax.train.runner.config import default_config, resolve_config, validate_config
+from cnnjax.train.runner.loop import Intervals, itstime
+from cnnjax.train.runner.reporting import (
+    MetricsWriter,
+    Progress,
+    read_metrics,
+    truncate_metrics_file,
+)
 
 
 def test_truncate_keeps_steps_up_to_the_restored_one_and_drops_torn_lines(tmp_path):

@@ -10,7 +10,7 @@ import logging
 
 import pytest
 
-from cnnjax.train.reporting import read_metrics, truncate_metrics_file
+from cnnjax.train.runner.reporting import read_metrics, truncate_metrics_file
 from cnnjax.viz import load_metrics
 
 

@@ -96,8 +96,8 @@ def metric_rows(workdir: Path) -> list[dict[str, Any]]:
 
 def final_params(workdir: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(latest checkpoint's params, freshly initialised params) as flat host arrays."""
-    from cnnjax.train.components import build
-    from cnnjax.train.evaluation import load_config, restore
+    from cnnjax.train.runner.components import build
+    from cnnjax.train.runner.evaluation import load_config, restore
 
     c = build(load_config(workdir))
     state, _, _ = restore(c, workdir, "latest")

@@ -16,7 +16,7 @@ import pytest
 from conftest import TINY, cli
 from PIL import Image
 
-from cnnjax.train import predict_io
+from cnnjax.train.runner import predict_io
 from experiments import segment
 
 # --------------------------------------------------------------------------- item 8
@@ -262,7 +262,7 @@ def test_eval_of_a_given_step_rotated_away_says_so(trained_copy, capfd, monkeypa
 
 def test_a_bug_still_takes_back_the_empty_workdir(tmp_path, capfd, monkeypatch):
     """Uncaught exceptions (bugs: a traceback is right) left empty workdirs behind."""
-    from cnnjax.train import loop
+    from cnnjax.train.runner import loop
 
     def boom(*args, **kwargs):
         raise RuntimeError("a bug")

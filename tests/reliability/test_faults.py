@@ -14,12 +14,12 @@ from conftest import TINY, cli
 from PIL import Image
 
 from cnnjax.checkpoint import CheckpointManager, nonfinite_paths
-from cnnjax.train import config as config_lib
-from cnnjax.train.components import build
-from cnnjax.train.evaluation import load_config
-from cnnjax.train.loop import _Preemption
-from cnnjax.train.predict_io import _read_image, csv_safe, mask_name
-from cnnjax.train.workdir_history import PREVIOUS_RUNS, move_history_aside
+from cnnjax.train.runner import config as config_lib
+from cnnjax.train.runner.components import build
+from cnnjax.train.runner.evaluation import load_config
+from cnnjax.train.runner.loop import _Preemption
+from cnnjax.train.runner.predict_io import _read_image, csv_safe, mask_name
+from cnnjax.train.runner.workdir_history import PREVIOUS_RUNS, move_history_aside
 from experiments import common
 
 

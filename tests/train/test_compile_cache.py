@@ -19,7 +19,7 @@ PROGRAM = textwrap.dedent("""
     from pathlib import Path
     import jax, jax.numpy as jnp, numpy as np
     from jax import monitoring
-    import cnnjax.train.compile_cache as cc
+    import cnnjax.train.runner.compile_cache as cc
     from cnnjax import ops
     from cnnjax.ops import onednn
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from cnnjax.train.components import build, make_batches
-from cnnjax.train.config import prepare_config
+from cnnjax.train.runner.components import build, make_batches
+from cnnjax.train.runner.config import prepare_config
 from experiments.configs import tiny
 
 

@@ -11,11 +11,11 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import traverse_util
 
-from cnnjax.train.components import build
-from cnnjax.train.config import prepare_config
-from cnnjax.train.evaluation import restore
-from cnnjax.train.init_from import initialise, merge_variables, parse_init_from
-from cnnjax.train.loop import train_and_evaluate
+from cnnjax.train.runner.components import build
+from cnnjax.train.runner.config import prepare_config
+from cnnjax.train.runner.evaluation import restore
+from cnnjax.train.runner.init_from import initialise, merge_variables, parse_init_from
+from cnnjax.train.runner.loop import train_and_evaluate
 from experiments.configs import tiny
 
 

@@ -11,8 +11,8 @@ import optax
 import pytest
 
 from cnnjax.train import make_optimizer
-from cnnjax.train.config import prepare_config
 from cnnjax.train.optimizers import OPTIMIZER_REGISTRY, OPTIMIZERS, register_optimizer
+from cnnjax.train.runner.config import prepare_config
 from cnnjax.train.schedules import make_schedule as train_schedule
 from cnnjax.train.tasks import SEGMENTATION_LOSS_REGISTRY, parse_loss, segmentation
 from cnnjax.train.tasks.losses import register_segmentation_loss

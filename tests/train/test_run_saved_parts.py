@@ -9,10 +9,10 @@ import json
 import pytest
 
 from cnnjax.data import SOURCES, get_source
-from cnnjax.train import user_code
-from cnnjax.train.components import build
-from cnnjax.train.config import prepare_config, resolve_config
-from cnnjax.train.dataset_info import check_matches, info_from_config, with_info
+from cnnjax.train.runner import user_code
+from cnnjax.train.runner.components import build
+from cnnjax.train.runner.config import prepare_config, resolve_config
+from cnnjax.train.runner.dataset_info import check_matches, info_from_config, with_info
 
 PLUGIN = '''
 from cnnjax.data import register_source

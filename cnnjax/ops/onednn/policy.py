@@ -51,12 +51,17 @@ def enabled() -> bool:
 def conv_is_faster(x_shape: tuple[int, ...], kernel_shape: tuple[int, ...], groups: int) -> bool:
     """Shapes where oneDNN's forward + both gradients measured faster than cnnjax's XLA path
     (2-core AVX-512 CPU, jax 0.10.2; `python -m benchmarks.conv_kernels` per conv, and the
-    training steps of `python -m benchmarks.train_step`): every 1D/2D/3D conv except
-    single-input-channel ones (a first layer: oneDNN's kernel gradient is slow there).
+    training steps of `python -m benchmarks.train_step`): every 1D/2D/3D conv measured.
     Pointwise (1x1) convs included: ResNet-18's training step measured ~7% faster with its
-    three strided 1x1 projections on oneDNN than on the slices + GEMM lowering."""
-    del kernel_shape, groups
-    return x_shape[-1] > 1
+    three strided 1x1 projections on oneDNN than on the slices + GEMM lowering.
+    Single-input-channel first layers included since 2026-12-05: XLA computes their kernel
+    gradient as one long dot after two transposes (~5 ms for `simple_cnn`'s 128x28x28x1
+    input, against 0.3 ms on oneDNN once its first calls are past), and whole training steps
+    on grey images measured faster (A/B in one process, medians of 8 windows: `mnist`
+    29.5 -> 24.9 ms, `mnist_lenet5` 15.6 -> 6.7 ms, `fashion_mnist` 29.5 -> 24.7 ms,
+    `signals_cnn1d` 82.8 -> 79.1 ms, `isbi2012_unet` 250 -> 252 ms, within noise)."""
+    del x_shape, kernel_shape, groups
+    return True
 
 
 def _eligible(x_shape: tuple[int, ...], dtype: jnp.dtype) -> bool:

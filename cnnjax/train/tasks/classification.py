@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from cnnjax.train.tasks.base import Batch, Pair, Task, finalize_pairs, require_key, valid_weights
+from cnnjax.train.tasks import metric_defs  # noqa: F401  (registers the built-in metrics)
+from cnnjax.train.tasks.base import Batch, Pair, Task, require_key, valid_weights
 from cnnjax.train.tasks.losses import CLASSIFICATION_LOSS_REGISTRY, parse_loss
+from cnnjax.train.tasks.metric_registry import MetricInputs, metric_functions
 
 # --------------------------------------------------------------------------- classification
 
@@ -50,40 +53,36 @@ def _class_loss_terms(logits: jax.Array, batch: Batch, *,
             for name, options in terms}
 
 
-def _class_metrics(logits: jax.Array, batch: Batch, *, label_key: str) -> dict[str, Pair]:
+def _class_metrics(logits: jax.Array, batch: Batch, *, label_key: str,
+                   pairs: Callable[[MetricInputs], dict[str, Pair]]) -> dict[str, Pair]:
     hard, _ = _class_targets(logits, batch, label_key)
     w = valid_weights(batch, logits.shape[0])
-    n = jnp.sum(w)
-    correct = (jnp.argmax(logits, axis=-1) == hard).astype(jnp.float32)
-    out = {"accuracy": (jnp.sum(w * correct), n)}
-    if logits.shape[-1] > 5:
-        _, top = jax.lax.top_k(logits, 5)
-        in_top = jnp.any(top == hard[:, None], axis=-1).astype(jnp.float32)
-        out["top5_accuracy"] = (jnp.sum(w * in_top), n)
-    return out
+    return pairs(MetricInputs(logits, hard, w, logits.shape[-1]))
 
 
 def classification(label_smoothing: float = 0.0, *, label_key: str = "label",
-                   loss: str = "ce") -> Task:
+                   loss: str = "ce", metrics: Sequence[str] | None = None) -> Task:
     """Softmax classification: a loss of registered terms (default "ce", cross-entropy,
     label-smoothed by `label_smoothing`), accuracy, top-5.
 
     Logits (B, K). Labels `batch[label_key]`: int (B,) class indices, or float (B, K)
     soft labels (mixup/cutmix), which are also smoothed when `label_smoothing > 0`:
     target = (1 - eps) * labels + eps / K. `loss`: terms joined by "+"
-    (`cnnjax.train.tasks.losses`, e.g. "ce+confidence_penalty(weight=0.1)"). Accuracy
-    compares argmax(logits) with the label (argmax of soft labels); `top5_accuracy` is
-    reported when K > 5.
+    (`cnnjax.train.tasks.losses`, e.g. "ce+confidence_penalty(weight=0.1)"). `metrics`:
+    registered classification metrics (`metric_defs`; None: accuracy, which compares
+    argmax(logits) with the label (argmax of soft labels), and `top5_accuracy`, reported
+    when K > 5).
     """
     if not isinstance(label_smoothing, int | float) or not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing={label_smoothing!r}; expected a float in [0, 1)")
     terms = parse_loss(loss, {"ce": {"label_smoothing": float(label_smoothing)}},
                        CLASSIFICATION_LOSS_REGISTRY)
+    pairs, finalize = metric_functions("classification", metrics)
     return Task(
         "classification",
         functools.partial(_class_loss_terms, terms=terms, label_key=label_key),
-        functools.partial(_class_metrics, label_key=label_key),
-        finalize_pairs,
+        functools.partial(_class_metrics, label_key=label_key, pairs=pairs),
+        finalize,
     )
 
 
@@ -116,19 +115,14 @@ def _binary_loss_terms(logits: jax.Array, batch: Batch, *, label_key: str,
     return {"bce": (jnp.sum(w * per_example), jnp.sum(w))}
 
 
-def _binary_metrics(logits: jax.Array, batch: Batch, *, label_key: str) -> dict[str, Pair]:
+def _binary_metrics(logits: jax.Array, batch: Batch, *, label_key: str,
+                    pairs: Callable[[MetricInputs], dict[str, Pair]]) -> dict[str, Pair]:
     logits, labels = _binary_prepare(logits, batch, label_key)
-    b = logits.shape[0]
-    right = ((logits > 0) == (labels > 0.5)).reshape(b, -1).astype(jnp.float32)
-    w = valid_weights(batch, b)
-    per = right.shape[1]
-    out = {"accuracy": (jnp.sum(w[:, None] * right), jnp.sum(w) * per)}
-    if per > 1:
-        out["exact_match"] = (jnp.sum(w * jnp.all(right > 0, axis=-1)), jnp.sum(w))
-    return out
+    return pairs(MetricInputs(logits, labels, valid_weights(batch, logits.shape[0]), 1))
 
 
-def binary(*, label_key: str = "label", pos_weight: float | None = None) -> Task:
+def binary(*, label_key: str = "label", pos_weight: float | None = None,
+           metrics: Sequence[str] | None = None) -> Task:
     """Sigmoid cross-entropy for binary or multilabel targets (also binary masks).
 
     Logits (B, ...) and `batch[label_key]` of the same shape with values in [0, 1]
@@ -136,13 +130,14 @@ def binary(*, label_key: str = "label", pos_weight: float | None = None) -> Task
     loss is the mean over its elements; the batch loss is the mean over valid examples.
     `pos_weight` multiplies the positive term (class imbalance). Metrics: `accuracy`
     per element (logit > 0 vs label > 0.5) and, when an example has several labels,
-    `exact_match` (all of its labels right).
+    `exact_match` (all of its labels right); `metrics`: registered binary metrics instead.
     """
     if pos_weight is not None and (not isinstance(pos_weight, int | float) or pos_weight <= 0):
         raise ValueError(f"pos_weight={pos_weight!r}; expected a positive float or None")
     return Task(
         "binary",
         functools.partial(_binary_loss_terms, label_key=label_key, pos_weight=pos_weight),
-        functools.partial(_binary_metrics, label_key=label_key),
-        finalize_pairs,
+        functools.partial(_binary_metrics, label_key=label_key,
+                          pairs=metric_functions("binary", metrics)[0]),
+        metric_functions("binary", metrics)[1],
     )

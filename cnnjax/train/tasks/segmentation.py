@@ -1,16 +1,22 @@
-"""Segmentation task: per-pixel cross-entropy and/or soft Dice, confusion-matrix metrics."""
+"""Segmentation task: per-pixel cross-entropy and/or soft Dice, confusion-matrix metrics.
+
+`confusion_metrics` lives with the other metrics in `metric_defs` (re-exported here).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from cnnjax.train.tasks.base import Batch, Pair, Task, finalize_pairs, require_key, valid_weights
+from cnnjax.train.tasks.base import Batch, Pair, Task, require_key, valid_weights
+from cnnjax.train.tasks.metric_defs import confusion_metrics
+from cnnjax.train.tasks.metric_registry import MetricInputs, metric_functions
+
+__all__ = ["confusion_metrics", "finalize_segmentation", "segmentation"]
 from cnnjax.train.tasks.losses import (
     SEGMENTATION_LOSS_REGISTRY,
     parse_loss,
@@ -27,6 +33,7 @@ class _Segmentation:
     ignore_label: int | None
     terms: tuple[tuple[str, dict[str, Any]], ...]  # parsed loss spec (`losses`)
     mask_key: str
+    metric_pairs: Callable[[MetricInputs], dict[str, Pair]]  # `metric_registry`
 
     def prepare(self, logits: jax.Array, batch: Batch
                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -57,21 +64,14 @@ class _Segmentation:
                 for name, options in self.terms}
 
     def metrics(self, logits: jax.Array, batch: Batch) -> dict[str, Pair]:
-        c = self.num_classes
         target, w, logits = self.prepare(logits, batch)
-        pred = jnp.argmax(logits, axis=-1)
-        counts = jax.ops.segment_sum(
-            w.astype(jnp.int32).ravel(), (target * c + pred).ravel(), num_segments=c * c
-        )
-        return {"confusion": (counts.reshape(c, c), jnp.sum(w.astype(jnp.int32)))}
+        return self.metric_pairs(MetricInputs(logits, target, w, self.num_classes))
 
 
 def finalize_segmentation(summed: Mapping[str, Pair]) -> dict[str, float]:
-    """`finalize_pairs` for the scalar pairs plus `confusion_metrics` of `confusion`."""
-    out = finalize_pairs({k: v for k, v in summed.items() if k != "confusion"})
-    if "confusion" in summed:
-        out.update(confusion_metrics(np.asarray(summed["confusion"][0])))
-    return out
+    """The default segmentation finalize: `finalize_pairs` for the scalar pairs plus
+    `confusion_metrics` of `confusion`."""
+    return metric_functions("segmentation")[1](summed)
 
 
 def segmentation(
@@ -81,6 +81,7 @@ def segmentation(
     *,
     dice_smooth: float = 1.0,
     mask_key: str = "mask",
+    metrics: Sequence[str] | None = None,
 ) -> Task:
     """Per-pixel softmax segmentation: CE, soft Dice or their sum; confusion-matrix metrics.
 
@@ -93,10 +94,11 @@ def segmentation(
       mean over images.
     - "ce+dice": their sum; any registered terms joined by "+" (`losses`).
 
-    Metrics: one pair `confusion` = ((C, C) int32 counts, rows true class, columns
-    predicted; number of counted pixels). `finalize` derives pixel accuracy, per-class
-    IoU and Dice, and their means over the classes that occur (NaN-skipping), from the
-    confusion matrix summed over devices and batches, so they are exact.
+    Metrics (`metrics`: registered segmentation metrics, `metric_defs`; None: pixel_accuracy,
+    mean_iou, mean_dice): one pair `confusion` = ((C, C) int32 counts, rows true class,
+    columns predicted; number of counted pixels). `finalize` derives pixel accuracy,
+    per-class IoU and Dice, and their means over the classes that occur (NaN-skipping), from
+    the confusion matrix summed over devices and batches, so they are exact.
     """
     if not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(
@@ -105,31 +107,6 @@ def segmentation(
     terms = parse_loss(loss, {"dice": {"smooth": dice_smooth}})
     if ignore_label is not None and not isinstance(ignore_label, int):
         raise TypeError(f"ignore_label={ignore_label!r}; expected an int or None")
-    fns = _Segmentation(num_classes, ignore_label, terms, mask_key)
-    return Task("segmentation", fns.loss_terms, fns.metrics, finalize_segmentation)
-
-
-def confusion_metrics(confusion: np.ndarray) -> dict[str, float]:
-    """Pixel accuracy, IoU and Dice per class and their means from a (C, C) confusion matrix.
-
-    Rows are true classes, columns predicted. A class absent from both truth and
-    prediction has an undefined IoU/Dice (NaN) and is left out of the means.
-    """
-    cm = np.asarray(confusion, np.float64)
-    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
-        raise ValueError(f"confusion matrix has shape {cm.shape}; expected (C, C)")
-    tp = np.diag(cm)
-    true_total = cm.sum(axis=1)
-    pred_total = cm.sum(axis=0)
-    union = true_total + pred_total - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)
-        dice = np.where(true_total + pred_total > 0, 2 * tp / (true_total + pred_total), np.nan)
-    total = cm.sum()
-    out = {"pixel_accuracy": float(tp.sum() / total) if total > 0 else float("nan")}
-    out["mean_iou"] = float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else float("nan")
-    out["mean_dice"] = float(np.nanmean(dice)) if np.any(~np.isnan(dice)) else float("nan")
-    for i in range(cm.shape[0]):
-        out[f"iou/{i}"] = float(iou[i])
-        out[f"dice/{i}"] = float(dice[i])
-    return out
+    pairs, finalize = metric_functions("segmentation", metrics)
+    fns = _Segmentation(num_classes, ignore_label, terms, mask_key, pairs)
+    return Task("segmentation", fns.loss_terms, fns.metrics, finalize)

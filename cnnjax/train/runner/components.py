@@ -1,10 +1,10 @@
 """Building a run's parts from a resolved config: data, model, task, optimizer, mesh, steps.
 
 `build(config)` is cheap: it creates no parameter and compiles no step. The config must come
-from `cnnjax.train.config.prepare_config` (resolved and validated once, at the entry point);
+from `cnnjax.train.runner.config.prepare_config` (resolved and validated once, at the entry point);
 `build` does not check it again. `build(config, open_data=False)` opens no data set: the
 model, task and normalisation come from `config.dataset_info` (what a trained run saved, see
-`cnnjax.train.dataset_info`), which is what export and predict use.
+`cnnjax.train.runner.dataset_info`), which is what export and predict use.
 `make_batches(config, split, train=...)` is the one place a run's input pipeline is made
 (training, periodic evaluation and prediction use it).
 """
@@ -21,10 +21,16 @@ import ml_collections
 
 from cnnjax import data as data_lib
 from cnnjax import models
-from cnnjax.train.compile_cache import enable_compilation_cache
-from cnnjax.train.dataset_info import check_matches, info_from_config, train_records, with_info
+from cnnjax.train.ema import EmaSpec, config_ema
 from cnnjax.train.optim import make_optimizer, make_schedule
 from cnnjax.train.parallel import make_mesh
+from cnnjax.train.runner.compile_cache import enable_compilation_cache
+from cnnjax.train.runner.dataset_info import (
+    check_matches,
+    info_from_config,
+    train_records,
+    with_info,
+)
 from cnnjax.train.schedules import SCHEDULE_REGISTRY
 from cnnjax.train.state import TrainState, create_train_state
 from cnnjax.train.steps import make_eval_step, make_train_step
@@ -68,7 +74,13 @@ class Components:
                 f"data set {self.info.name!r} has variable image sizes {self.info.image_shape}; "
                 "resize them in the pipeline (augment='resize(...)')"
             )
-        return create_train_state(self.model, self.tx, self.config.seed, shape, mesh=self.mesh)
+        return create_train_state(self.model, self.tx, self.config.seed, shape, mesh=self.mesh,
+                                  ema=self.ema is not None)
+
+    @property
+    def ema(self) -> EmaSpec | None:
+        """The run's EMA of the weights (`config.ema_decay`), or None when it has none."""
+        return config_ema(self.config)
 
 
 def make_batches(
@@ -164,7 +176,7 @@ def build(config: ml_collections.ConfigDict, *, open_data: bool = True) -> Compo
     structure of a checkpoint).
 
     Also turns on JAX's persistent compilation cache unless `config.compilation_cache` is
-    False (`cnnjax.train.compile_cache`): every entry point builds before it compiles.
+    False (`cnnjax.train.runner.compile_cache`): every entry point builds before it compiles.
     """
     enable_compilation_cache(bool(config.compilation_cache))
     mesh = make_mesh(config.parallel.num_devices)
@@ -179,7 +191,7 @@ def build(config: ml_collections.ConfigDict, *, open_data: bool = True) -> Compo
         total = int(config.num_train_steps)
     else:
         total = int(config.num_epochs) * steps_per_epoch
-    task = make_task(config.task, info)
+    task = make_task(config.task, info, metrics=config.get("metrics"))
     model = models.create(config.model, num_classes=info.num_classes, **dict(config.model_options))
     updates = max(1, total // int(config.optimizer.accumulate_steps))
     if records is None and config.num_train_steps is None:
@@ -195,6 +207,7 @@ def build(config: ml_collections.ConfigDict, *, open_data: bool = True) -> Compo
         task=task, tx=tx, schedule=make_schedule(opt_config, updates), total_steps=total,
         steps_per_epoch=steps_per_epoch, best_metric=best_metric, best_mode=best_mode,
         train_step=make_train_step(model, task, tx, **kw,
-                                   freeze_batch_stats=tuple(config.freeze_batch_stats)),
+                                   freeze_batch_stats=tuple(config.freeze_batch_stats),
+                                   ema=config_ema(config)),
         eval_step=make_eval_step(model, task, **kw),
     )

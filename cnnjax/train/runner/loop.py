@@ -1,7 +1,7 @@
 """The training run: `train_and_evaluate(config, workdir)`, one `for step` loop.
 
 `train_and_evaluate` resolves and validates the config once, builds the run's parts
-(`cnnjax.train.components.build`) and calls `train`, which resumes from the latest good
+(`cnnjax.train.runner.components.build`) and calls `train`, which resumes from the latest good
 checkpoint in `workdir` (train state + data iterator state + pending metrics), trains with
 periodic logging, validation and checkpointing, and finishes with a final validation, test
 and checkpoint. Running the same command again on the same workdir resumes; a run that is
@@ -55,11 +55,11 @@ from cnnjax.checkpoint import (
     write_run_metadata,
 )
 from cnnjax.data.prefetch import Prefetch
-from cnnjax.train.components import Components, build, make_batches
-from cnnjax.train.config import prepare_config
 from cnnjax.train.determinism import configure_determinism
-from cnnjax.train.evaluation import check_best_metric, checkpoints
-from cnnjax.train.run import Run
+from cnnjax.train.runner.components import Components, build, make_batches
+from cnnjax.train.runner.config import prepare_config
+from cnnjax.train.runner.evaluation import check_best_metric, checkpoints
+from cnnjax.train.runner.run import Run
 from cnnjax.train.state import TrainState
 from cnnjax.workdir_layout import SUMMARY_FILE
 
@@ -202,6 +202,7 @@ def _loop(run: Run, preemption: _Preemption,
         summary.update(run.finish(state, step, logged=step > start))
         if on_completed is not None:
             on_completed(state)  # while the last checkpoint is written
+        run.log_artifacts()  # config.json and the plots, to trackers that keep files
     else:
         summary["signal"] = preemption.signum
     run.ckpt.wait()

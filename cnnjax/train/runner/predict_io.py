@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from cnnjax.data.image_files import IMAGE_SUFFIXES
-from cnnjax.train.components import Components
-from cnnjax.train.predict import local_view, predict, preprocess
+from cnnjax.train.runner.components import Components
+from cnnjax.train.runner.predict import local_view, predict, preprocess
 
 __all__ = ["IMAGE_SUFFIXES", "OverlayWriter", "csv_safe", "fit_image", "load_inputs",
            "mask_name", "write_predictions"]

@@ -37,8 +37,9 @@ from flax import traverse_util
 
 from cnnjax import models
 from cnnjax.models.pretrained import FORMATS
-from cnnjax.train.components import Components, build
-from cnnjax.train.evaluation import load_config, restore
+from cnnjax.train.ema import fresh_ema, select_weights
+from cnnjax.train.runner.components import Components, build
+from cnnjax.train.runner.evaluation import load_config, restore
 from cnnjax.train.state import TrainState
 from cnnjax.workdir_layout import CONFIG_FILE
 
@@ -77,8 +78,11 @@ def parse_init_from(spec: str) -> tuple[str, Path, str | int | None]:
 def _from_workdir(path: Path, which: str | int | None) -> tuple[Flat, str]:
     source = build(load_config(path), open_data=False)  # weights only, not its data
     state, step, used = restore(source, path, "best" if which is None else which)
+    weights = "ema" if state.ema is not None else "raw"
+    state = select_weights(state, weights)  # a run with an EMA hands on its EMA weights
     variables = {"params": state.params, **state.model_state}
-    return traverse_util.flatten_dict(jax.device_get(variables)), f"{path} step {step} ({used})"
+    return (traverse_util.flatten_dict(jax.device_get(variables)),
+            f"{path} step {step} ({used}, {weights} weights)")
 
 
 def read_init_from(spec: str, model: str, model_options: Mapping[str, Any]) -> tuple[Flat, str]:
@@ -160,4 +164,7 @@ def initialise(c: Components, state: TrainState, *, resumed: bool) -> TrainState
     # WARNING level: the scripts show no INFO, and a user must see what was loaded.
     log.warning("initialised from %s%s", description,
              f"; re-initialised (shapes differ): {', '.join(reinit)}" if reinit else "")
-    return state.replace(params=params, model_state=variables, opt_state=opt_state)
+    ema = None if state.ema is None else jax.jit(
+        fresh_ema, out_shardings=jax.tree.map(lambda x: x.sharding, state.ema))(params, variables)
+    # the EMA starts from the loaded weights too, not from the random initialisation
+    return state.replace(params=params, model_state=variables, opt_state=opt_state, ema=ema)

@@ -19,11 +19,12 @@ import numpy as np
 from cnnjax import workdir_layout as layout
 from cnnjax.checkpoint import CheckpointManager
 from cnnjax.data.prefetch import Prefetch
-from cnnjax.train.components import Components, build, make_batches
-from cnnjax.train.config import prepare_config
-from cnnjax.train.dispatch import InFlight
+from cnnjax.train.ema import resolve_weights, select_weights
 from cnnjax.train.metrics import merge_metrics
-from cnnjax.train.reporting import Progress
+from cnnjax.train.runner.components import Components, build, make_batches
+from cnnjax.train.runner.config import prepare_config
+from cnnjax.train.runner.dispatch import InFlight
+from cnnjax.train.runner.reporting import Progress
 from cnnjax.train.state import TrainState
 
 __all__ = ["CHECKPOINT_DIR", "check_best_metric", "evaluate", "load_config", "restore", "run_eval"]
@@ -41,12 +42,17 @@ def scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def run_eval(
-    c: Components, state: TrainState, split: str, *, progress_stream: Any = None
+    c: Components, state: TrainState, split: str, *, progress_stream: Any = None,
+    weights: str | None = None,
 ) -> dict[str, float]:
     """Metrics of `state` on one full pass over `split` (exact: padding rows do not count).
 
-    Batches are prepared ahead by a thread and the steps dispatched without waiting for
-    their results; the per-batch sums are fetched once at the end and added in float64."""
+    `weights`: "ema" or "raw" (`cnnjax.train.ema.select_weights`); None: the state's EMA
+    when it has one, so training-time validation of a run with `ema_decay > 0` reports the
+    EMA weights. Batches are prepared ahead by a thread and the steps dispatched without
+    waiting for their results; the per-batch sums are fetched once at the end and added in
+    float64."""
+    state = select_weights(state, weights)
     iterator = make_batches(c.config, split, train=False)
     num_batches = len(iterator)
     batches = Prefetch(iterator, place=c.eval_step.place, size=c.config.data.prefetch_batches)
@@ -127,11 +133,18 @@ def read_config_json(workdir: str | Path) -> dict[str, Any]:
 
 
 def evaluate_checkpoint(c: Components, workdir: str | Path, split: str = "test",
-                        which: str | int = "best") -> tuple[dict[str, Any], TrainState]:
-    """(`{"step", "split", "which", **metrics}`, restored state) for built components."""
+                        which: str | int = "best", weights: str | None = None
+                        ) -> tuple[dict[str, Any], TrainState]:
+    """(`{"step", "split", "which", "weights", **metrics}`, the restored state with the
+    evaluated weights selected) for built components.
+
+    `weights`: "ema" | "raw" | None (the EMA when the run has one); "ema" on a run without
+    EMA is a ValueError (checked before anything is restored)."""
+    used = resolve_weights(weights, c.ema is not None)
     state, step, which = restore(c, workdir, which)
-    metrics = run_eval(c, state, split)
-    return {"step": step, "split": split, "which": which, **metrics}, state
+    state = select_weights(state, used)
+    metrics = run_eval(c, state, split, weights="raw")
+    return {"step": step, "split": split, "which": which, "weights": used, **metrics}, state
 
 
 def evaluate(
@@ -139,15 +152,18 @@ def evaluate(
     workdir: str | Path,
     split: str = "test",
     which: str | int = "best",
+    weights: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of a workdir's "best", "latest" or given-step checkpoint on `split`.
 
     `config=None` uses the workdir's own `config.json`. Read-only: the workdir is not
-    changed. Returns `{"step", "split", "which", **metrics}`.
+    changed. `weights`: "ema", "raw" or None (the EMA when the run has one). Returns
+    `{"step", "split", "which", "weights", **metrics}`.
     """
     config = load_config(workdir) if config is None else prepare_config(config)
     # only `split` is opened: the model and normalisation come from config.dataset_info
-    return evaluate_checkpoint(build(config, open_data=False), workdir, split, which)[0]
+    return evaluate_checkpoint(build(config, open_data=False), workdir, split, which,
+                               weights)[0]
 
 
 def check_best_metric(c: Components, state: TrainState) -> None:

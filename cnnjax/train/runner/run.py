@@ -2,7 +2,7 @@
 
 `Run` owns the run's checkpoint manager, its training batches (a `Prefetch`, which hands
 out each batch placed on the devices with the iterator state before it), the metrics file,
-the progress display and the train metrics not yet logged; the loop in `cnnjax.train.loop`
+the progress display and the train metrics not yet logged; the loop in `cnnjax.train.runner.loop`
 calls it at each event.
 
 Nothing here waits for the devices between two checks: `train_step` dispatches a step and
@@ -31,20 +31,21 @@ from cnnjax.checkpoint import (
     workdir_history,
 )
 from cnnjax.data.prefetch import Prefetch
-from cnnjax.train.components import Components
-from cnnjax.train.dispatch import InFlight
-from cnnjax.train.evaluation import run_eval
-from cnnjax.train.init_from import initialise
 from cnnjax.train.metrics import NonFiniteError, merge_metrics
-from cnnjax.train.reporting import (
+from cnnjax.train.runner.components import Components
+from cnnjax.train.runner.dispatch import InFlight
+from cnnjax.train.runner.evaluation import run_eval
+from cnnjax.train.runner.init_from import initialise
+from cnnjax.train.runner.reporting import (
     MetricsWriter,
     Progress,
     format_metrics,
     process_age_s,
     warn_config_changes,
 )
+from cnnjax.train.runner.trackers import open_writers, run_artifacts, run_params
+from cnnjax.train.runner.workdir_history import PREVIOUS_RUNS, move_history_aside
 from cnnjax.train.state import TrainState
-from cnnjax.train.workdir_history import PREVIOUS_RUNS, move_history_aside
 
 __all__ = ["Run"]
 
@@ -110,8 +111,9 @@ class Run:
             loop = restored.loop or {}
             self.pending = [_from_host_pairs(p) for p in loop.get("pending", [])]
         start = int(jax.device_get(state.step))
-        self.writer = MetricsWriter(self.workdir,
-                                    resume_step=None if restored is None else start)
+        self.writer = open_writers(  # config.trackers; a resume continues their runs
+            self.c.config, self.workdir, resume_step=None if restored is None else start,
+            hparams=run_params(to_json(self.c.config.to_dict()), self.meta))
         self.progress = Progress(self.c.total_steps, start, stream=self.progress_stream)
         if fresh:
             self.progress.write(fresh)
@@ -277,6 +279,11 @@ class Run:
         if self.ckpt.latest_step() != step:
             self.save(step, state, out.get("val") if cfg.keep_best > 0 else None)
         return out
+
+    def log_artifacts(self) -> None:
+        """config.json and the plots in the workdir, to the trackers that keep files."""
+        if self.writer is not None:
+            self.writer.write_artifacts(run_artifacts(self.workdir))
 
     def close(self) -> None:
         for part in (self.progress, self.writer):

@@ -1,6 +1,6 @@
 """`config.dataset_info`: what a run learned about its data set, saved with its config.
 
-A training run fills it from its train split (`cnnjax.train.components.build`): the
+A training run fills it from its train split (`cnnjax.train.runner.components.build`): the
 `DataInfo` fields (name, task, num_classes, class_names, image_shape, mean, std) and
 `train_records` (the train split's size, for steps per epoch). It is saved in the run's
 `config.json` and checkpoints, so the model, its normalisation and its class names can be

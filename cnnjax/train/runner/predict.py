@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cnnjax.train.components import Components, make_batches
 from cnnjax.train.parallel import batch_sharding, make_mesh, replicated_sharding
+from cnnjax.train.runner.components import Components, make_batches
 from cnnjax.train.steps import PRECISIONS, prepare_model
 
 __all__ = ["OUTPUTS", "local_view", "predict", "preprocess", "split_predictions"]

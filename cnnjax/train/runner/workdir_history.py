@@ -2,7 +2,8 @@
 
 `move_history_aside(workdir)` moves what `cnnjax.checkpoint.workdir_history` counts as history
 (`metrics.jsonl`, `corrupt_checkpoints/`, the entries of `checkpoints/`) and the files derived
-from them (`summary.json`, `eval_*.json`) into `workdir/previous_runs/<UTC time>/`, so that
+from them (`summary.json`, `eval_*.json`, `tracker_runs.json`: the fresh run is a new tracker
+run) into `workdir/previous_runs/<UTC time>/`, so that
 `config.fresh_start=True` starts at step 0 with an empty metrics file while the earlier run
 can still be inspected (or put back by hand).
 """
@@ -14,7 +15,7 @@ import os
 from pathlib import Path
 
 from cnnjax.checkpoint.workdir import CHECKPOINT_DIR, CORRUPT_DIR, METRICS_FILE
-from cnnjax.workdir_layout import PREVIOUS_RUNS_DIR, SUMMARY_FILE
+from cnnjax.workdir_layout import PREVIOUS_RUNS_DIR, SUMMARY_FILE, TRACKER_RUNS_FILE
 
 __all__ = ["PREVIOUS_RUNS", "move_history_aside"]
 
@@ -30,7 +31,8 @@ def move_history_aside(workdir: str | os.PathLike) -> Path:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     dest = root / PREVIOUS_RUNS / stamp
     dest.mkdir(parents=True)
-    names = [METRICS_FILE, CORRUPT_DIR, SUMMARY_FILE, *(p.name for p in root.glob("eval_*.json"))]
+    names = [METRICS_FILE, CORRUPT_DIR, SUMMARY_FILE, TRACKER_RUNS_FILE,
+             *(p.name for p in root.glob("eval_*.json"))]
     for name in names:
         if (root / name).exists():
             os.replace(root / name, dest / name)

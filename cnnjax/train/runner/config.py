@@ -1,4 +1,5 @@
-"""The run configuration: `default_config()` (every field a run uses) and its validation.
+"""The run configuration: `default_config()` (every field a run uses), `resolve_config` and
+`prepare_config` (validation: `cnnjax.train.runner.config_checks`).
 
 Configs are `ml_collections.ConfigDict`s, overridable from the command line the way the Flax
 examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
@@ -6,7 +7,7 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
     seed                   root of every random number of the run (init, dropout, data order)
     imports                your own code to import before anything is built: module names or
                            .py files that register models, data sets, augmentations...
-                           (saved absolute in config.json; see `cnnjax.train.user_code`)
+                           (saved absolute in config.json; see `cnnjax.train.runner.user_code`)
     model, model_options   registry name (`cnnjax.models.list_models()`) and its options
     dataset, dataset_options, data_dir
                            `cnnjax.data.get_source` name, options and archive folder (for
@@ -14,7 +15,7 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
     dataset_info           what the run learned about its data (class names, image shape,
                            mean/std, train size): empty = filled from the train split when the
                            run is built, then saved in config.json, so export and predict need
-                           no data (`cnnjax.train.dataset_info`)
+                           no data (`cnnjax.train.runner.dataset_info`)
     train_split, eval_split, test_split
                            splits for training, periodic validation (selects the best
                            checkpoint) and the final test (None: skip)
@@ -34,6 +35,14 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
                            the end and on preemption). Validation steps are always
                            checkpointed (with their metrics) when keep_best > 0.
     log_every_steps        train metrics to metrics.jsonl / TensorBoard / progress every k steps
+    trackers               where metrics, params and plots go: ("jsonl", "tensorboard") by
+                           default; add "mlflow" and/or "wandb" (pip install
+                           'cnnjax[trackers]'); "jsonl" is always needed
+                           (`cnnjax.train.runner.trackers`)
+    tracker_options.<tracker>.<option>
+                           e.g. mlflow.tracking_uri, mlflow.experiment_name, mlflow.run_name,
+                           wandb.project, wandb.entity, wandb.mode, wandb.name, wandb.dir
+                           (None: the tracker's default)
     keep_checkpoints       keep the latest N checkpoints
     keep_best, best_metric, best_mode
                            also keep the K best by a validation metric (None: "accuracy" for
@@ -50,14 +59,18 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
                            the same for classification ("ce": cross-entropy with
                            task.label_smoothing)
     task.ignore_label, task.dice_smooth
+    metrics                evaluation metrics reported for train/val/test rows, registered names
+                           with options: e.g. ("accuracy", "balanced_accuracy",
+                           "top_k_accuracy(k=3)") or ("mean_iou", "frequency_weighted_iou");
+                           None: the task's default (`cnnjax.train.tasks.metric_defs`)
     augment                `cnnjax.data.augment` spec string, e.g. "random_crop(padding=4)|hflip"
     data.worker_count, data.read_threads, data.prefetch_buffer_size, data.normalize
     data.prefetch_batches  training batches prepared and placed on the devices ahead of the
                            step by a background thread (2; batches do not depend on it)
     compilation_cache      keep compiled steps in JAX's persistent cache (True; the folder is
                            $CNNJAX_CACHE_DIR/xla or ~/.cache/cnnjax/xla, see
-                           `cnnjax.train.compile_cache`); $CNNJAX_COMPILATION_CACHE=0 also turns
-                           it off
+                           `cnnjax.train.runner.compile_cache`); $CNNJAX_COMPILATION_CACHE=0
+                           also turns it off
     async_checkpointing    write checkpoints in a background thread (True)
     fresh_start            False (default): a workdir that holds an earlier run's history
                            (metrics rows, checkpoints, corrupt checkpoints) but no usable
@@ -67,35 +80,29 @@ examples and big_vision do (`--config.optimizer.learning_rate=0.01`). Fields:
     init_from              a NEW run starts from these weights: a torchvision/timm file
                            (.pth/.pt/.safetensors/.npz) or another run's workdir (best, else
                            latest; "WORKDIR:latest", ":best", ":STEP"). Ignored on resume.
-                           See `cnnjax.train.init_from`.
+                           See `cnnjax.train.runner.init_from`.
     init_exclude           fnmatch patterns of "/"-joined variable paths left freshly initialised
     freeze_batch_stats     fnmatch patterns of batch-norm statistics paths ("layer1_0/*",
                            "*" for all) that train steps leave unchanged (frozen backbone BN)
+    ema_decay              0 (default: off) or d in (0, 1), e.g. 0.999: keep an exponential
+                           moving average of the weights and batch statistics in the train
+                           state, with warm-up d_t = min(d, (1 + t) / (10 + t)) over optimizer
+                           updates t (`cnnjax.train.ema`); validation, eval, predict and export
+                           then use the EMA weights unless --weights=raw
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import ml_collections
 from ml_collections import config_dict
 
-from cnnjax import data, models
-from cnnjax.checks import check_choice, check_int
-from cnnjax.train.dataset_info import info_from_config
 from cnnjax.train.determinism import configure_determinism
-from cnnjax.train.optim import OPTIMIZERS, SCHEDULES
-from cnnjax.train.steps import PRECISIONS, STRATEGIES
-from cnnjax.train.tasks import (
-    CLASSIFICATION_LOSS_REGISTRY,
-    SEGMENTATION_LOSS_REGISTRY,
-    TASK_NAMES,
-    parse_loss,
-)
-from cnnjax.train.user_code import import_user_code
+from cnnjax.train.runner.config_checks import validate_config
+from cnnjax.train.runner.trackers import DEFAULT_TRACKERS, TRACKERS
+from cnnjax.train.runner.user_code import import_user_code
 
 __all__ = [
     "default_config",
@@ -104,7 +111,7 @@ __all__ = [
     "validate_config",
 ]
 
-_FREE_FORM = ("model_options", "dataset_options", "dataset_info")
+_FREE_FORM = ("model_options", "dataset_options", "dataset_info", "tracker_options")
 
 
 def _optimizer_defaults() -> ml_collections.ConfigDict:
@@ -141,6 +148,18 @@ def _schedule_defaults() -> ml_collections.ConfigDict:
     return g
 
 
+def _tracker_option_defaults() -> ml_collections.ConfigDict:
+    """`tracker_options`: one group per registered tracker that takes options, every option
+    None (the tracker's default), so that `--config.tracker_options.mlflow.tracking_uri=...`
+    works from the command line."""
+    g = ml_collections.ConfigDict()
+    for name in TRACKERS.names():
+        if TRACKERS.get(name).options:
+            g[name] = ml_collections.ConfigDict(
+                {o: config_dict.placeholder(str) for o in TRACKERS.get(name).options})
+    return g
+
+
 def default_config() -> ml_collections.ConfigDict:
     """Every field a cnnjax run reads, with defaults that train `resnet_tiny` on `shapes`."""
     c = ml_collections.ConfigDict()
@@ -169,6 +188,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval_every_steps = config_dict.placeholder(int)
     c.checkpoint_every_steps = config_dict.placeholder(int)
     c.log_every_steps = 50
+    c.trackers = DEFAULT_TRACKERS
+    c.tracker_options = _tracker_option_defaults()
     c.keep_checkpoints = 3
     c.keep_best = 1
     c.best_metric = config_dict.placeholder(str)
@@ -189,6 +210,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.task.classification_loss = "ce"
     c.task.ignore_label = config_dict.placeholder(int)
     c.task.dice_smooth = 1.0
+    c.metrics = config_dict.placeholder(tuple)
 
     c.augment = config_dict.placeholder(str)
     c.data = ml_collections.ConfigDict()
@@ -201,6 +223,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.init_from = config_dict.placeholder(str)
     c.init_exclude = ()
     c.freeze_batch_stats = ()
+    c.ema_decay = 0.0
     return c
 
 
@@ -240,131 +263,6 @@ def resolve_config(
         imports = (imports,)
     resolved.imports = import_user_code(tuple(imports or ()))
     return resolved
-
-
-MAX_SEED = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
-
-
-def _int(config: Any, name: str, *, minimum: int, allow_none: bool = False,
-         maximum: int | None = None) -> None:
-    value = _get(config, name)
-    if value is None and allow_none:
-        return
-    check_int(value, f"config.{name}", minimum=minimum, maximum=maximum)
-
-
-def _get(config: Any, name: str) -> Any:
-    value = config
-    for part in name.split("."):
-        value = value[part]
-    return value
-
-
-def _choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
-    check_choice(_get(config, name), f"config.{name}", choices)
-
-
-def _check_names(config: ml_collections.ConfigDict) -> None:
-    """Names looked up in a registry or a fixed list, and the learning rate."""
-    _int(config, "seed", minimum=0, maximum=MAX_SEED)
-    if config.model not in models.list_models():
-        raise ValueError(
-            f"config.model={config.model!r}: unknown model; expected one of {models.list_models()}"
-            " (a model of your own: list the module or .py file that registers it in "
-            "config.imports)")
-    dataset = config.dataset
-    if not isinstance(dataset, str) or not (dataset in data.NAMES or dataset.startswith("tfds:")):
-        raise ValueError(f"config.dataset={dataset!r}: unknown data set; expected one of "
-                         f"{data.NAMES} (a data set of your own: list the module or .py file "
-                         "that registers it in config.imports)")
-    _choice(config, "optimizer.name", OPTIMIZERS)
-    _choice(config, "schedule.name", SCHEDULES)
-    _choice(config, "parallel.strategy", STRATEGIES)
-    _choice(config, "precision", tuple(PRECISIONS))
-    for field, registry in (("segmentation_loss", SEGMENTATION_LOSS_REGISTRY),
-                            ("classification_loss", CLASSIFICATION_LOSS_REGISTRY)):
-        try:  # terms joined by "+", each registered, with options its function takes
-            parse_loss(config.task[field], registry=registry)
-        except ValueError as e:
-            raise ValueError(f"config.task.{field}: {e}") from e
-    if config.task.name is not None:
-        _choice(config, "task.name", tuple(TASK_NAMES))
-    if config.best_mode is not None:
-        _choice(config, "best_mode", ("max", "min"))
-    _float(config, "optimizer.learning_rate", minimum=0.0)
-    for name in ("optimizer.momentum", "optimizer.b1", "optimizer.b2", "optimizer.eps",
-                 "optimizer.weight_decay", "optimizer.grad_clip_norm",
-                 "schedule.final_learning_rate", "task.label_smoothing", "task.dice_smooth"):
-        _float(config, name, minimum=0.0, allow_none=True)
-
-
-# The largest float32: a learning rate (or other factor) above it is Inf once on a device.
-_FLOAT32_MAX = 3.4028234663852886e38
-
-
-def _float(config: Any, name: str, *, minimum: float, allow_none: bool = False) -> None:
-    """A finite number >= `minimum` that float32 can hold (a NaN, Inf or 1e39 learning rate
-    would poison the first update, and then every checkpoint after it)."""
-    value = _get(config, name)
-    if value is None and allow_none:
-        return
-    if (isinstance(value, bool) or not isinstance(value, int | float)
-            or not math.isfinite(value) or not minimum <= value <= _FLOAT32_MAX):
-        raise ValueError(f"config.{name}={value!r}; expected a finite number >= {minimum} "
-                         f"and <= {_FLOAT32_MAX:.4g} (the largest float32)")
-
-
-def _check_numbers(config: ml_collections.ConfigDict) -> None:
-    """Counts, sizes and intervals."""
-    _int(config, "batch_size", minimum=1)
-    _int(config, "eval_batch_size", minimum=1, allow_none=True)
-    _int(config, "num_epochs", minimum=1, allow_none=True)
-    _int(config, "num_train_steps", minimum=1, allow_none=True)
-    if config.num_epochs is None and config.num_train_steps is None:
-        raise ValueError("set config.num_epochs or config.num_train_steps (both are None)")
-    _int(config, "eval_every_steps", minimum=0, allow_none=True)
-    _int(config, "checkpoint_every_steps", minimum=0, allow_none=True)
-    _int(config, "log_every_steps", minimum=1)
-    _int(config, "keep_checkpoints", minimum=1)
-    _int(config, "keep_best", minimum=0)
-    _int(config, "optimizer.accumulate_steps", minimum=1)
-    _int(config, "data.worker_count", minimum=0)
-    _int(config, "data.read_threads", minimum=0)
-    _int(config, "data.prefetch_buffer_size", minimum=0)
-    _int(config, "data.prefetch_batches", minimum=1)
-    _int(config, "parallel.num_devices", minimum=1, allow_none=True)
-
-
-def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | None = None) -> None:
-    """Check every field before anything expensive; raise `ValueError`/`TypeError` naming it.
-
-    Checks names against the registries (model, data set, optimizer, schedule, strategy,
-    precision), numbers, and that the global batch sizes split evenly over `num_devices`
-    (default: `config.parallel.num_devices` or every device).
-    """
-    _check_names(config)
-    _check_numbers(config)
-    info_from_config(config)  # a stated dataset_info must be a whole, consistent DataInfo
-    if num_devices is None:
-        available = jax.device_count()
-        num_devices = config.parallel.num_devices or available
-        if num_devices > available:
-            raise ValueError(
-                f"config.parallel.num_devices={num_devices}, but only {available} devices "
-                "are present"
-            )
-    for name in ("batch_size", "eval_batch_size"):
-        value = config[name]
-        if value is not None and value % num_devices:
-            raise ValueError(
-                f"config.{name}={value} is not divisible by the {num_devices} devices; use a "
-                f"multiple of {num_devices} (e.g. {max(num_devices, value - value % num_devices)})"
-            )
-    if config.parallel.strategy == "pmap" and jax.process_count() > 1:
-        raise ValueError("config.parallel.strategy='pmap' is single-host; use 'jit' across hosts")
-
-    # Model options are checked by the registry without building any array.
-    models.create(config.model, **dict(config.model_options))
 
 
 def prepare_config(
