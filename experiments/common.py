@@ -73,17 +73,7 @@ ENV_PROCESS_ID = "JAX_PROCESS_ID"
 def define_flags(fv: flags.FlagValues, default_config: Path, argv: Sequence[str]) -> None:
     """Register the flags of both entry points on `fv` (`argv` lets ml_collections see
     `--config.field=value` overrides)."""
-    # ml_collections loads every config file as the module "config_config" with the
-    # deprecated load_module(), which re-executes into a cached module of that name: a file
-    # without get_config() would silently inherit the previous file's (in-process reruns).
-    sys.modules.pop("config_config", None)
-    config_flags.DEFINE_config_file(
-        "config", str(default_config), "config file (a get_config() .py); --config.FIELD=VALUE "
-        "overrides any field", flag_values=fv, sys_argv=list(argv),
-        # New fields are accepted here so that --config.model_options.X adds a model option;
-        # a typo elsewhere is still caught by resolve_config (unknown field -> ValueError).
-        accept_new_attributes=True, lock_config=False,
-    )
+    define_config_flag(fv, default_config, argv)
     flags.DEFINE_string("workdir", None, "run directory: config, metrics, plots, checkpoints; "
                         "an existing one is resumed", flag_values=fv)
     flags.DEFINE_enum("mode", "train", list(MODES), "train (resumes), eval, predict or export",
@@ -114,12 +104,25 @@ def define_flags(fv: flags.FlagValues, default_config: Path, argv: Sequence[str]
                       "arguments (cluster auto-detection: SLURM, Cloud TPU, ...)", flag_values=fv)
 
 
-def parse(argv: Sequence[str], default_config: Path) -> flags.FlagValues:
-    """Parse `argv` (argv[0] is the program name) into a fresh FlagValues."""
-    fv = flags.FlagValues()
-    check_config_path(argv, default_config)
+def define_config_flag(fv: flags.FlagValues, default_config: Path, argv: Sequence[str]) -> None:
+    """`--config=FILE.py[:ARG]` and its `--config.FIELD=VALUE` overrides on `fv`: the one way
+    the entry points and `experiments.sweep` load a config file."""
+    # ml_collections loads every config file as the module "config_config" with the
+    # deprecated load_module(), which re-executes into a cached module of that name: a file
+    # without get_config() would silently inherit the previous file's (in-process reruns).
+    sys.modules.pop("config_config", None)
+    config_flags.DEFINE_config_file(
+        "config", str(default_config), "config file (a get_config() .py); --config.FIELD=VALUE "
+        "overrides any field", flag_values=fv, sys_argv=list(argv),
+        # New fields are accepted here so that --config.model_options.X adds a model option;
+        # a typo elsewhere is still caught by resolve_config (unknown field -> ValueError).
+        accept_new_attributes=True, lock_config=False,
+    )
+
+
+def _parse_config(fv: flags.FlagValues, argv: Sequence[str]) -> None:
+    """Parse `argv` into `fv` and load the config file now: its errors become UsageErrors."""
     try:
-        define_flags(fv, default_config, argv)  # loads the config file and its overrides
         fv(list(argv))
         fv.config  # noqa: B018 (loads the file now: its errors are usage errors)
     except SyntaxError as e:
@@ -131,6 +134,34 @@ def parse(argv: Sequence[str], default_config: Path) -> flags.FlagValues:
         if "get_config" in str(e):
             raise UsageError(f"the config file defines no get_config(): {e}") from e
         raise UsageError(f"unknown config field in an override: {e}") from e
+
+
+def load_config_arg(config_arg: str, overrides: Sequence[str]) -> Any:
+    """The ConfigDict of `--config=config_arg` with `--config.FIELD=VALUE` `overrides`, parsed
+    exactly as `parse` parses an entry point's command line (not yet resolved/validated)."""
+    argv = ["config", f"--config={config_arg}", *overrides]
+    path = Path(config_arg.split(":", 1)[0])
+    check_config_path(argv, path)
+    fv = flags.FlagValues()
+    try:
+        define_config_flag(fv, path, argv)
+    except SyntaxError as e:
+        raise UsageError(f"config file {e.filename}, line {e.lineno}: syntax error: {e.msg}"
+                         ) from e
+    _parse_config(fv, argv)
+    return fv.config
+
+
+def parse(argv: Sequence[str], default_config: Path) -> flags.FlagValues:
+    """Parse `argv` (argv[0] is the program name) into a fresh FlagValues."""
+    fv = flags.FlagValues()
+    check_config_path(argv, default_config)
+    try:
+        define_flags(fv, default_config, argv)  # loads the config file and its overrides
+    except SyntaxError as e:
+        raise UsageError(f"config file {e.filename}, line {e.lineno}: syntax error: {e.msg}"
+                         ) from e
+    _parse_config(fv, argv)
     if not fv.workdir:
         raise UsageError("--workdir is required (the run directory; an existing one resumes)")
     return fv

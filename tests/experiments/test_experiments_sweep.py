@@ -1,4 +1,4 @@
-"""`python -m experiments.sweep` and `experiments.results` on the tiny config.
+"""`python -m experiments.sweep` and `experiments.sweep.results` on the tiny config.
 
 One sweep (2 learning rates x 2 seeds, 2 jobs) is run once per module; the tests check its
 tables against values recomputed here from the runs' own metrics.jsonl / summary.json, that a
@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import results, sweep, sweep_run
+from experiments import sweep
+from experiments.sweep import local, plan, results
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = "experiments/configs/tiny.py"
@@ -113,7 +114,7 @@ def test_summary_mean_std_and_t_interval(swept: Path):
 def test_a_sweep_run_is_its_direct_command_bitwise(swept: Path, tmp_path: Path):
     """The command --dry-run prints for one run, rerun by hand in another workdir."""
     run = swept / _name("0.01", 1)
-    log = (run / sweep.LOG_FILE).read_text().splitlines()[0]
+    log = (run / local.LOG_FILE).read_text().splitlines()[0]
     command = [a.replace(f"--workdir={run}", f"--workdir={tmp_path}") for a in
                shlex.split(log.removeprefix("$ "))]
     assert command[1:3] == ["-m", "experiments.classify"] and "--config.seed=1" in command
@@ -148,7 +149,7 @@ def test_restart_skips_finished_resumes_unfinished_and_reports_failures(swept: P
     assert "3 runs" in out and "1 finished" in out and "2 to run" in out
     assert _tree(directory / finished) == before  # not touched, not even its mtimes
     assert _rows(cut) == full  # resumed exactly
-    assert "resumed from checkpoint step 3" in (cut / sweep.LOG_FILE).read_text()
+    assert "resumed from checkpoint step 3" in (cut / local.LOG_FILE).read_text()
     bad = _name("1e+30", 1)
     assert f"FAILED {bad} (exit 1" in out and f"FAILED {bad}" in err
     assert "non-finite" in err
@@ -225,13 +226,13 @@ def test_usage_error_has_no_traceback():
 
 
 def test_grid_values_and_names():
-    assert sweep.split_values("1,(8, 16),'a,b', x") == ["1", "(8, 16)", "'a,b'", "x"]
-    assert sweep.parse_grid(["config.a.b=1,2"]) == {"a.b": ["1", "2"]}
-    assert sweep.run_name({"lr": 0.001, "widths": (8, 16), "m": "a/b c"}, 3) == (
+    assert plan.split_values("1,(8, 16),'a,b', x") == ["1", "(8, 16)", "'a,b'", "x"]
+    assert plan.parse_grid(["config.a.b=1,2"]) == {"a.b": ["1", "2"]}
+    assert plan.run_name({"lr": 0.001, "widths": (8, 16), "m": "a/b c"}, 3) == (
         "lr=0.001,widths=8-16,m=a_b_c,seed=3")
-    assert sweep_run.cpu_slots(1) == [sorted(os.sched_getaffinity(0))]
+    assert local.cpu_slots(1) == [sorted(os.sched_getaffinity(0))]
     cpus = sorted(os.sched_getaffinity(0))
-    slots = sweep_run.cpu_slots(2 * len(cpus))
+    slots = local.cpu_slots(2 * len(cpus))
     assert len(slots) == 2 * len(cpus) and all(len(s) == 1 for s in slots)
 
 
@@ -279,7 +280,7 @@ def test_stated_result_still_holds(name, tmp_path, request):
     """The config's own command (its seed, one CPU device) gives its EXPECTED figure."""
     module = importlib.import_module(f"experiments.configs.{name}")
     expected = module.EXPECTED
-    command = [sys.executable, "-m", f"experiments.{sweep.script_of(module.get_config())}",
+    command = [sys.executable, "-m", f"experiments.{plan.script_of(module.get_config())}",
                f"--workdir={tmp_path}", f"--config=experiments/configs/{name}.py", "--noplots"]
     if name == "mnist":
         command.append(f"--config.data_dir={request.getfixturevalue('data_dir')}")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from experiments import results, sweep
+from experiments import sweep
+from experiments.sweep import plan, results
 
 TINY = str(Path(__file__).resolve().parents[2] / "experiments" / "configs" / "tiny.py")
 
@@ -24,12 +25,12 @@ def test_workdir_that_is_a_file_is_a_usage_error_even_in_dry_run(tmp_path, capsy
 
 def test_long_grid_values_give_names_that_fit_and_stay_unique():
     long_a, long_b = "x" * 300, "x" * 299 + "y"
-    a = sweep.run_name({"augment": long_a}, 0)
-    b = sweep.run_name({"augment": long_b}, 0)
+    a = plan.run_name({"augment": long_a}, 0)
+    b = plan.run_name({"augment": long_b}, 0)
     assert len(a.encode()) <= 255 and len(b.encode()) <= 255
-    assert a != b and a == sweep.run_name({"augment": long_a}, 0)  # unique and stable
+    assert a != b and a == plan.run_name({"augment": long_a}, 0)  # unique and stable
     assert a.endswith(",seed=0") and a.startswith("augment=xxx")
-    assert sweep.run_name({"augment": "hflip"}, 1) == "augment=hflip,seed=1"  # short: as before
+    assert plan.run_name({"augment": "hflip"}, 1) == "augment=hflip,seed=1"  # short: as before
 
 
 def _run(path: Path, summary: dict) -> None:

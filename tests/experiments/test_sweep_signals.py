@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from cnnjax.checkpoint import LOCK_FILE
-from experiments import results, sweep_run
+from experiments.sweep import local, results
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,9 +43,9 @@ time.sleep(120)
 SWEEP = """
 import sys
 from pathlib import Path
-from experiments import sweep, sweep_run
+from experiments.sweep import cli, local
 
-class FakeRun(sweep_run.Run):
+class FakeRun(local.Run):
     @property
     def command(self):
         return [sys.executable, "-c", {child!r}, str(self.workdir)]
@@ -53,9 +53,9 @@ class FakeRun(sweep_run.Run):
 top = Path(sys.argv[1])
 runs = [FakeRun(f"seed={{i}}", top / f"seed={{i}}", {{}}, i, "classify", [], None)
         for i in range(2)]
-sweep.plan = lambda *a, **k: runs
-sweep.is_finished = lambda run: False
-sys.exit(sweep.main(["sweep", f"--workdir={{top}}", "--config=x.py", "--jobs=2"]))
+cli.plan = lambda *a, **k: runs
+cli.is_finished = lambda run: False
+sys.exit(cli.main(["sweep", f"--workdir={{top}}", "--config=x.py", "--jobs=2"]))
 """
 
 
@@ -110,8 +110,8 @@ def test_signal_to_the_sweep_stops_every_run_at_a_checkpoint(tmp_path, signum, c
         assert results.read_run(workdir).status != "failed"
 
 
-def _run(tmp_path: Path, code: str, name: str = "r") -> sweep_run.Run:
-    class Scripted(sweep_run.Run):
+def _run(tmp_path: Path, code: str, name: str = "r") -> local.Run:
+    class Scripted(local.Run):
         @property
         def command(self):
             return [sys.executable, "-c", textwrap.dedent(code)]
@@ -131,13 +131,13 @@ def test_a_run_held_by_another_process_is_not_started_nor_failed(tmp_path, capsy
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     os.write(fd, json.dumps({"host": "h", "pid": 4242, "start_time": "earlier"}).encode())
     try:
-        failures = sweep_run.execute([run], 1, poll_s=0.01)
+        failures = local.execute([run], 1, poll_s=0.01)
     finally:
         os.close(fd)
     out = capsys.readouterr().out
     assert "BUSY r: not run" in out and "PID 4242" in out and "FAILED" not in out
     assert [a["outcome"] for _, a in failures] == ["busy"]
-    assert not (run.workdir / sweep_run.LOG_FILE).exists()  # never started
+    assert not (run.workdir / local.LOG_FILE).exists()  # never started
     attempts = json.loads((run.workdir / results.RUN_RECORD).read_text())["attempts"]
     assert [a["outcome"] for a in attempts] == ["stopped"]  # nothing recorded as failed
 
@@ -152,7 +152,7 @@ def test_the_failure_reason_is_the_runs_own_error_line(tmp_path, capsys):
         print("[step 40/100] loss 0.31 (another process writing this log)", flush=True)
         sys.exit(1)
     """)
-    failures = sweep_run.execute([run], 1, poll_s=0.01)
+    failures = local.execute([run], 1, poll_s=0.01)
     out = capsys.readouterr().out
     (_, attempt), = failures
     assert attempt["outcome"] == "failed"

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnjax.checkpoint.lock import describe_holder, holder_of
-from experiments import results
+from experiments.sweep import results
 
 LOG_FILE = "sweep.log"
 ERROR_LINES = 20  # lines of a failed run's log kept in its record and shown in the report
@@ -84,7 +84,9 @@ class _Job:
     log_offset: int
 
 
-def _start(run: Run, slot: int, cpus: list[int]) -> _Job:
+def start(run: Run, slot: int, cpus: list[int]) -> _Job:
+    """Start `run`'s command in its own session, stdout and stderr appended to its sweep.log
+    (pinned to `cpus` when given); `slot` is the caller's bookkeeping."""
     run.workdir.mkdir(parents=True, exist_ok=True)
     log = run.workdir / LOG_FILE
     offset = log.stat().st_size if log.exists() else 0
@@ -113,7 +115,10 @@ def _error_line(lines: list[str], script: str) -> str:
     return (own or [line for line in lines if line.strip()] or [""])[-1]
 
 
-def _finish(job: _Job, *, stopped_by: int | None = None) -> dict[str, Any]:
+def finish(job: _Job, *, stopped_by: int | None = None,
+           extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Record the ended `job`'s attempt (with `extra` fields) in its sweep_run.json; returns it.
+    Outcome: completed, stopped (a signal: `stopped_by`, or 128 + signal) or failed."""
     wall = time.monotonic() - job.start
     rc = job.process.returncode
     error = reason = ""
@@ -134,6 +139,7 @@ def _finish(job: _Job, *, stopped_by: int | None = None) -> dict[str, Any]:
                "error": error, "reason": reason}
     if stopped_by is not None:
         attempt["stopped_by"] = signal.Signals(stopped_by).name
+    attempt.update(extra or {})
     _record(job.run, attempt)
     return attempt
 
@@ -221,7 +227,7 @@ def execute(runs: Sequence[Run], jobs: int, *, pin: bool = False, out: Any = Non
                         continue
                     free = min(set(range(jobs)) - {j.slot for j in running})
                     try:
-                        running.append(_start(run, free, slots[free]))
+                        running.append(start(run, free, slots[free]))
                     except OSError as e:  # its workdir or log cannot be written
                         done += 1
                         reason = f"cannot start it in {str(run.workdir)!r}: {e.strerror or e}"
@@ -239,7 +245,7 @@ def execute(runs: Sequence[Run], jobs: int, *, pin: bool = False, out: Any = Non
                                                    "returncode": None, "error": ""}))
                         print(_busy(done, len(runs), job.run, holder), file=out, flush=True)
                         continue
-                    attempt = _finish(job)
+                    attempt = finish(job)
                     if attempt["outcome"] == "failed":
                         failures.append((job.run, attempt))
                     print(_progress(done, len(runs), job.run, attempt), file=out, flush=True)
@@ -260,6 +266,6 @@ def execute(runs: Sequence[Run], jobs: int, *, pin: bool = False, out: Any = Non
                     killed = True
                 time.sleep(min(poll_s, 0.1))
             for job in running:
-                _finish(job, stopped_by=signals.got)
+                finish(job, stopped_by=signals.got)
             raise Stopped(signals.got)
     return failures

@@ -6,6 +6,9 @@ its own workdir, through the same command line as a direct run.
         --grid=optimizer.learning_rate=0.003,0.001 --jobs=1
     python -m experiments.sweep ... --dry-run          # list the runs, their workdirs, commands
     python -m experiments.sweep --report runs/mnist_sweep  # rebuild the tables from workdirs
+    python -m experiments.sweep ... --launcher=slurm --slurm_partition=gpu --slurm_gpus=1
+    python -m experiments.sweep --workdir=runs/lr_search --config=experiments/configs/tiny.py \
+        --search=optuna --trials=12 --space=optimizer.learning_rate=1e-4:1e-1:log
 
 Each run is the subprocess `python -m experiments.classify` (or `segment`: the config's task,
 `config.task.name` or the data set's) with `--workdir=DIR/<settings> --config=FILE`, the
@@ -15,41 +18,36 @@ settings, e.g. `optimizer.learning_rate=0.003,seed=0`. Running the same sweep ag
 finished runs (a completed `summary.json` for the same config) and reruns unfinished ones,
 which the trainer resumes exactly; adding grid values adds runs. `--jobs=N` runs N at a time
 as separate processes sharing the CPUs (`--pin` gives each 1/N of them: see
-`experiments.sweep_run.execute` for what that does to bitwise equality). Each run's stdout and
+`experiments.sweep.local.execute` for what that does to bitwise equality). Each run's stdout and
 stderr go to `<workdir>/sweep.log`; attempts, exit codes and wall times to
 `<workdir>/sweep_run.json`. A failing run does not stop the others; it is reported with the
 end of its log, and the sweep exits with 1. SIGTERM, SIGINT or SIGHUP to the sweep stops its
 running runs at a checkpoint (forwarded as SIGTERM), waits for them and exits 128 + signal
 (143, 130, 129); a run whose workdir another process holds is not started (reported BUSY, never
 recorded as failed).
-At the end DIR gets results.csv, summary.csv, summary.md and plots/ (`experiments.results`).
+`--launcher=slurm`: one SLURM job-array task per run (submitit; `experiments.sweep.slurm`),
+the same command line; preempted tasks checkpoint, are requeued and resume.
+`--search=optuna`: an Optuna study over `--space` instead of the grid (`experiments.sweep.search`).
+At the end DIR gets results.csv, summary.csv, summary.md and plots/ (`experiments.sweep.results`).
 Exit codes: 0 all runs completed, 1 a run failed, 2 a usage error.
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
-import json
 import shlex
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from absl import flags
-from ml_collections import config_flags
 
-from experiments import results
+from experiments.cli_errors import UsageError
 from experiments.cli_help import help_text, wants_help
-from experiments.sweep_run import LOG_FILE, Run, Stopped, execute
-
-SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._=,+-")
-
-
-class UsageError(ValueError):
-    """A bad command line: exit code 2, no traceback."""
-
+from experiments.sweep import results, search, slurm, space
+from experiments.sweep.local import LOG_FILE, Run, Stopped, execute
+from experiments.sweep.plan import find_runs, is_finished, parse_grid, parse_seeds, plan
 
 # --------------------------------------------------------------------------- flags
 
@@ -75,6 +73,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                       "directories given as arguments (or in --workdir)", flag_values=fv)
     flags.DEFINE_bool("plots", True, "plots: each run's (passed on) and the sweep's",
                       flag_values=fv)
+    slurm.define_flags(fv)
+    space.define_flags(fv)
 
 
 def parse(argv: Sequence[str]) -> tuple[flags.FlagValues, list[str], list[str]]:
@@ -93,176 +93,7 @@ def parse(argv: Sequence[str]) -> tuple[flags.FlagValues, list[str], list[str]]:
     return fv, overrides, rest[1:]
 
 
-def split_values(text: str) -> list[str]:
-    """'0.1,0.01' -> ['0.1', '0.01']; commas inside () [] {} or quotes do not split."""
-    parts, depth, quote, current = [], 0, "", ""
-    for ch in text:
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "'\"":
-            quote = ch
-        elif ch in "([{":
-            depth += 1
-        elif ch in ")]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(current)
-            current = ""
-            continue
-        current += ch
-    parts.append(current)
-    return [p.strip() for p in parts]
-
-
-def parse_grid(specs: Sequence[str]) -> dict[str, list[str]]:
-    """['a.b=1,2', 'c=x'] -> {'a.b': ['1', '2'], 'c': ['x']} (checked: no repeats, no blanks)."""
-    grid: dict[str, list[str]] = {}
-    for spec in specs:
-        field, sep, values = spec.partition("=")
-        field = field.strip().removeprefix("config.")
-        items = split_values(values) if sep else []
-        if not field or not items or any(v == "" for v in items):
-            raise UsageError(f"--grid={spec!r}; expected FIELD=V1,V2,... (e.g. "
-                             "--grid=optimizer.learning_rate=0.01,0.001)")
-        if field in grid or field == "seed":
-            raise UsageError(f"--grid field {field!r} is given twice (or is seed: use --seeds)")
-        if len(set(items)) != len(items):
-            raise UsageError(f"--grid={spec!r} repeats a value")
-        grid[field] = items
-    return grid
-
-
-def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in split_values(text)]
-    except ValueError:
-        seeds = []
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) > 2**63 - 1:
-        raise UsageError(f"--seeds={text!r}; expected distinct integers in 0..2**63-1, "
-                         "e.g. 0,1,2")
-    return seeds
-
-
-# --------------------------------------------------------------------------- planning
-
-
-def load_config(config_arg: str, overrides: Sequence[str]) -> Any:
-    """The resolved, validated config of `--config=config_arg` + overrides, parsed by
-    ml_collections exactly as the entry points parse it."""
-    from cnnjax.train.runner.config import resolve_config, validate_config
-
-    path = Path(config_arg.split(":", 1)[0])
-    if not path.is_file():
-        raise UsageError(f"--config={config_arg}: " + (
-            "not a file (expected a get_config() .py file)" if path.exists()
-            else "no such config file"))
-    argv = ["sweep", f"--config={config_arg}", *overrides]
-    fv = flags.FlagValues()
-    try:
-        config_flags.DEFINE_config_file("config", None, flag_values=fv, sys_argv=argv,
-                                        accept_new_attributes=True, lock_config=False)
-        fv(argv)
-        config = resolve_config(fv.config)
-        validate_config(config)
-    except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
-        raise UsageError(f"config {config_arg!r} with {list(overrides)}: {e}") from e
-    return config
-
-
-def script_of(config: Any) -> str:
-    """classify or segment: `config.task.name`, else the data set's own task."""
-    from cnnjax import data
-
-    task = config.task.name or data.get_info(config.dataset, config.data_dir,
-                                             **dict(config.dataset_options)).task
-    return "segment" if task == "segmentation" else "classify"
-
-
-def value_text(value: Any) -> str:
-    """A config value as it appears in a workdir name (floats in Python's shortest form)."""
-    if isinstance(value, list | tuple):
-        return "-".join(value_text(v) for v in value)
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-MAX_NAME = 255  # bytes in one file name on every common file system
-
-
-def run_name(settings: dict[str, Any], seed: int) -> str:
-    """'field=value,...,seed=S': readable, stable, filesystem-safe (other characters -> _).
-    A name over 255 bytes (long grid values) keeps its first 200 characters and the seed, plus
-    a hash of the whole: still stable, still unique."""
-    text = ",".join([*(f"{k}={value_text(v)}" for k, v in settings.items()), f"seed={seed}"])
-    name = "".join(ch if ch in SAFE else "_" for ch in text)
-    if len(name.encode()) > MAX_NAME:
-        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        name = f"{name[:200]},hash={digest},seed={seed}"
-    return name
-
-
-def _get(config: Any, field: str) -> Any:
-    node = config
-    for part in field.split("."):
-        node = node[part]
-    return node.to_dict() if hasattr(node, "to_dict") else node
-
-
-def plan(workdir: Path, config_arg: str, overrides: Sequence[str], grid: dict[str, list[str]],
-         seeds: Sequence[int] | None, *, run_plots: bool = True) -> list[Run]:
-    """Every grid combination x seed, in order, with its command and resolved config."""
-    runs: list[Run] = []
-    names: dict[str, str] = {}
-    fields = list(grid)
-    for values in itertools.product(*grid.values()):
-        grid_args = [f"--config.{f}={v}" for f, v in zip(fields, values, strict=True)]
-        base = load_config(config_arg, [*overrides, *grid_args])
-        for seed in seeds if seeds is not None else [int(base.seed)]:
-            config = load_config(config_arg, [*overrides, *grid_args, f"--config.seed={seed}"])
-            settings = {f: _get(config, f) for f in fields}
-            name = run_name(settings, seed)
-            if name in names:
-                raise UsageError(f"grid values {names[name]} and {list(values)} give the same "
-                                 f"settings ({name}); give each value once")
-            names[name] = str(list(values))
-            args = [f"--workdir={workdir / name}", f"--config={config_arg}", *overrides,
-                    *grid_args, f"--config.seed={seed}"]
-            if not run_plots:
-                args.append("--noplots")
-            runs.append(Run(name, workdir / name, settings, seed, script_of(config), args,
-                            config))
-    return runs
-
-
-def is_finished(run: Run) -> bool:
-    """A completed summary.json written by a run of the same config (`dataset_info` aside:
-    training fills it in from the data)."""
-    from cnnjax.checkpoint import to_json
-
-    summary = results.read_json(run.workdir / "summary.json")
-    saved = results.read_json(run.workdir / "config.json")
-    if not (isinstance(summary, dict) and summary.get("status") == "completed"):
-        return False
-    if not isinstance(saved, dict):
-        return False
-    planned = json.loads(json.dumps(to_json(run.config.to_dict())))
-    return ({k: v for k, v in saved.items() if k != "dataset_info"}
-            == {k: v for k, v in planned.items() if k != "dataset_info"})
-
-
 # --------------------------------------------------------------------------- main
-
-
-def find_runs(directories: Sequence[Path]) -> list[Path]:
-    """Workdirs (folders with a config.json): each directory itself, or its subfolders."""
-    found: list[Path] = []
-    for d in directories:
-        if not d.is_dir():
-            raise UsageError(f"--report: {d} is not a directory")
-        if (d / "config.json").exists():
-            found.append(d)
-        else:
-            found += sorted(p for p in d.iterdir() if (p / "config.json").exists())
-    return found
 
 
 def report(directory: Path, workdirs: Sequence[Path], fields: Sequence[str] = (), *,
@@ -325,9 +156,12 @@ def _sweep_main(fv: flags.FlagValues, overrides: Sequence[str], args: Sequence[s
         raise UsageError("--workdir=DIR and --config=FILE are required (or --report DIR...)")
     if any(o.startswith("--config.seed=") for o in overrides) and fv.seeds is not None:
         raise UsageError("give the seeds with --seeds only, not also --config.seed")
+    workdir = Path(fv.workdir)
+    if fv.search != "grid":
+        _check_workdir(workdir)
+        return search.main(fv, overrides, workdir)
     grid = parse_grid(fv.grid)
     seeds = parse_seeds(fv.seeds) if fv.seeds is not None else None
-    workdir = Path(fv.workdir)
     _check_workdir(workdir)
     runs = plan(workdir, fv.config, overrides, grid, seeds, run_plots=fv.plots)
     finished = [r for r in runs if is_finished(r)]
@@ -345,6 +179,8 @@ def _sweep_main(fv: flags.FlagValues, overrides: Sequence[str], args: Sequence[s
         print(f"experiments.sweep: error: cannot create --workdir={str(workdir)!r}: "
               f"{e.strerror or e}", file=sys.stderr)
         return 1
+    if fv.launcher == "slurm":
+        return _slurm_sweep(fv, workdir, runs, todo, list(grid))
     print(f"sweep: {len(runs)} runs in {workdir} ({len(finished)} finished, skipped; "
           f"{len(todo)} to run, {fv.jobs} at a time)", flush=True)
     failures = execute(todo, fv.jobs, pin=fv.pin)
@@ -358,6 +194,48 @@ def _sweep_main(fv: flags.FlagValues, overrides: Sequence[str], args: Sequence[s
               f"log {run.workdir / LOG_FILE}, last lines:\n{attempt['error']}\n",
               file=sys.stderr)
     return 1 if failures else 0
+
+
+def _slurm_sweep(fv: flags.FlagValues, workdir: Path, runs: Sequence[Run],
+                 todo: Sequence[Run], fields: Sequence[str]) -> int:
+    """Submit the unfinished runs (those not still queued from an earlier submission) as one
+    job array; unless --noslurm_wait, follow them and write the tables (exit 1 unless every run
+    completed)."""
+    try:
+        queued = slurm.still_queued(workdir, [r.name for r in todo])
+        new = [r for r in todo if r.name not in queued]
+        ids = slurm.submit(workdir, new, slurm.options_from(fv))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+        print(f"experiments.sweep: error: SLURM submission failed: {e}", file=sys.stderr)
+        return 1
+    first = sorted({i.split("_")[0] for i in ids.values()})
+    print(f"sweep: {len(runs)} runs in {workdir} ({len(runs) - len(todo)} finished, skipped; "
+          f"{len(queued)} still queued; {len(ids)} submitted to SLURM as job array "
+          f"{','.join(first) or '-'}; task logs in {workdir / slurm.LOG_DIR})", flush=True)
+    if not fv.slurm_wait:
+        print(f"collect the results when they are done: python -m experiments.sweep --report "
+              f"{workdir}")
+        return 0
+    known = results.read_json(workdir / slurm.JOBS_FILE) or {}
+    follow = {r.name: str(known[r.name]) for r in todo if r.name in known}
+    try:
+        slurm.wait(follow, {r.name: r.workdir for r in todo})
+    except OSError as e:
+        print(f"experiments.sweep: error: {e}; the tasks go on: collect them later with "
+              f"--report {workdir}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"experiments.sweep: interrupted; the SLURM tasks go on: the same command follows "
+              f"them again, or collect them with --report {workdir}", file=sys.stderr)
+        return 130
+    got = report(workdir, find_runs([workdir]), fields, planned=runs, plots=fv.plots)
+    planned = {r.workdir for r in runs}
+    bad = [r for r in got if r.workdir in planned and r.status != "completed"]
+    for r in bad:
+        print(f"NOT COMPLETED {r.name}: {r.status} {r.error.splitlines()[-1] if r.error else ''}"
+              f"(task log: {workdir / slurm.LOG_DIR}, run log: {r.workdir / LOG_FILE})",
+              file=sys.stderr)
+    return 1 if bad else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 Reusable from Python and used by `python -m experiments.sweep` (also `--report DIR...`):
 
-    from experiments import results
+    from experiments.sweep import results
     runs = [results.read_run(d) for d in sorted(Path("runs/sweep").iterdir()) if d.is_dir()]
     fields = results.setting_fields(runs)          # config fields that differ, seed excepted
     rows = results.results_table(runs, fields)     # -> results.csv
@@ -30,7 +30,7 @@ import numpy as np
 from scipy import stats
 
 from cnnjax.train.runner.reporting import flatten, read_metrics
-from experiments import sweep_plots
+from experiments.sweep import plots as sweep_plots
 
 __all__ = [
     "RUN_RECORD",
@@ -57,7 +57,7 @@ class RunResult:
     name: str
     workdir: Path
     config: dict[str, Any]
-    status: str  # completed | failed | unfinished | not started
+    status: str  # completed | failed | unfinished | not started | pruned (by a search)
     step: int | None
     total_steps: int | None
     best_step: int | None
@@ -136,7 +136,8 @@ def read_run(workdir: str | Path, config: Mapping[str, Any] | None = None) -> Ru
     last = attempts[-1] if attempts else {}
     failed = (last.get("outcome") == "failed" if "outcome" in last
               else last.get("returncode") not in (0, None))
-    status = ("completed" if completed else "failed" if failed
+    pruned = isinstance(record, dict) and isinstance(record.get("pruned"), dict)
+    status = ("pruned" if pruned else "completed" if completed else "failed" if failed
               else "unfinished" if records else "not started")
     steps = [int(r["step"]) for r in records if _is_number(r.get("step"))]
     return RunResult(

@@ -1,7 +1,8 @@
 """Plots of a sweep: each metric against each setting field (error bars: 95% CI over seeds),
 and training curves as mean ± std bands over the seeds of each setting.
 
-Used by `experiments.results.write_results`; inputs are its RunResults (`runs`) and summary rows.
+Used by `experiments.sweep.results.write_results`; inputs are its RunResults (`runs`) and
+summary rows.
 """
 
 from __future__ import annotations
