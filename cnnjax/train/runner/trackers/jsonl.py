@@ -3,7 +3,7 @@
 Each line is `{"step", "split", **fields, **metrics}` (fields such as `epoch`, metrics such as
 `loss`, `accuracy`, `learning_rate`, `images_per_s`). On resume the lines beyond the restored
 step are dropped first, so the file equals that of a run that was never interrupted. Resume,
-the training-curve plot and `experiments.results` read it, so every run writes it.
+the training-curve plot and `experiments.sweep.results` read it, so every run writes it.
 """
 
 from __future__ import annotations

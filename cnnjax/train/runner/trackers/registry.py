@@ -79,7 +79,8 @@ def check_trackers(trackers: Any, tracker_options: Mapping[str, Any] | None) -> 
         raise ValueError(f"config.trackers={names!r} names a tracker twice")
     if "jsonl" not in names:
         raise ValueError(f"config.trackers={names!r} must include 'jsonl': metrics.jsonl is "
-                         "the run's own record (resume, plots and experiments.results read it)")
+                         "the run's own record (resume, plots and experiments.sweep.results "
+                         "read it)")
     if hasattr(tracker_options, "to_dict"):
         tracker_options = tracker_options.to_dict()
     if not isinstance(tracker_options, Mapping | None):
