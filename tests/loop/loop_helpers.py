@@ -36,8 +36,9 @@ def tiny_config(**overrides) -> dict:
     return config
 
 
-def run_driver(workdir: Path, config: dict, *flags: str, devices: int = 8, timeout: int = 240):
-    """Run `run_training.py` in a fresh process with `devices` CPU devices."""
+def driver_command(workdir: Path, config: dict, *flags: str, devices: int = 8
+                   ) -> tuple[list[str], dict[str, str]]:
+    """(argv, env) of `run_training.py` on `config` with `devices` CPU devices."""
     config_path = workdir.parent / f"{workdir.name}.config.json"
     config_path.write_text(json.dumps(config))
     env = dict(os.environ)
@@ -50,10 +51,14 @@ def run_driver(workdir: Path, config: dict, *flags: str, devices: int = 8, timeo
     env["JAX_COMPILATION_CACHE_DIR"] = str(Path(tempfile.gettempdir()) / "cnnjax_tests_jax_cache")
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
     env["PYTHONPATH"] = f"{REPO}{os.pathsep}{env.get('PYTHONPATH', '')}"
-    return subprocess.run(
-        [sys.executable, str(DRIVER), str(workdir), str(config_path), *flags],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO,
-    )
+    return [sys.executable, str(DRIVER), str(workdir), str(config_path), *flags], env
+
+
+def run_driver(workdir: Path, config: dict, *flags: str, devices: int = 8, timeout: int = 240):
+    """Run `run_training.py` in a fresh process with `devices` CPU devices."""
+    argv, env = driver_command(workdir, config, *flags, devices=devices)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=REPO)
 
 
 def batches_seen(workdir: Path) -> dict[int, str]:

@@ -11,6 +11,8 @@
 - `--sigterm-at-step S`: send itself SIGTERM at step S (preemption);
 - `--nan-at-step S`: the images of step S (and of the halted steps after it) are NaN;
 - `--evaluate WHICH [--split SPLIT]`: run `evaluation.evaluate` instead of training;
+- `--coordinator HOST:PORT --num-processes N --process-id I`: one process of a multi-process
+  run (`jax.distributed.initialize`, gloo CPU collectives);
 - prints the summary as JSON on the last line.
 """
 
@@ -38,7 +40,15 @@ def main() -> None:
     parser.add_argument("--nan-at-step", type=int)
     parser.add_argument("--evaluate", help="evaluate checkpoint 'best', 'latest' or a step")
     parser.add_argument("--split", default="test")
+    parser.add_argument("--coordinator")
+    parser.add_argument("--num-processes", type=int)
+    parser.add_argument("--process-id", type=int)
     args = parser.parse_args()
+
+    if args.coordinator is not None:
+        import jax
+
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
 
     from cnnjax.checkpoint import manager as manager_lib
     from cnnjax.train.runner import evaluation, loop
@@ -66,7 +76,8 @@ def main() -> None:
         c.train_step = dataclasses.replace(c.train_step, compiled=recording)
         return c
 
-    loop.build = recording_build
+    if args.coordinator is None:  # a process sees only its part of a multi-process batch
+        loop.build = recording_build
 
     if args.sigkill_after_checkpoint is not None:
         save = manager_lib.CheckpointManager.save

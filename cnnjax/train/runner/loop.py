@@ -17,6 +17,10 @@ saved in the checkpoint (`loop` item) so the next log line is the same too.
 Preemption: SIGTERM or SIGINT (Ctrl-C) sets a flag; after the current step the loop saves a
 checkpoint at that step, waits for it to be written and returns `{"status": "preempted",
 "signal": signum, ...}` (the experiment scripts then exit with `128 + signum`: 143, 130).
+With several processes the checkpoint is collective, so they must stop at the same step
+although a signal reaches each at its own moment: they agree at the next log, validation or
+checkpoint step (one all-gather of their flags there), and all stop after it when any
+process was signalled.
 No host-device sync between those events: each step is dispatched while the one before it
 runs, its batch prepared and placed on the devices ahead by a background thread
 (`cnnjax.data.prefetch`), and its metrics kept on the devices until the next train log line.
@@ -46,6 +50,8 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
 
 from cnnjax.checkpoint import (
     acquire,
@@ -104,6 +110,20 @@ class _Preemption:
     @property
     def requested(self) -> bool:
         return self.signum is not None
+
+    def stop_after(self, step_is_boundary: bool) -> bool:
+        """Whether the run stops after this step. One process: as soon as it was signalled.
+        Several: only at a boundary (log, validation or checkpoint step, the same steps in
+        every process), where the processes gather their flags and all stop when any was
+        signalled (taking its signal), so that they write one checkpoint together."""
+        if jax.process_count() == 1:
+            return self.requested
+        if not step_is_boundary:
+            return False
+        signums = multihost_utils.process_allgather(np.int32(self.signum or 0))
+        if self.signum is None and int(np.max(signums)) > 0:
+            self.signum = int(np.max(signums))
+        return self.requested
 
     def _handler(self, signum: int, frame: Any) -> None:
         del frame
@@ -186,14 +206,16 @@ def _loop(run: Run, preemption: _Preemption,
         log = itstime(step, every.log, total)
         validate = bool(c.config.eval_split) and itstime(step, every.eval, total)
         checkpoint = itstime(step, every.checkpoint, total)
-        if log or validate or checkpoint or preemption.requested:
+        boundary = log or validate or checkpoint
+        stop = step < total and preemption.stop_after(boundary)
+        if boundary or stop:
             run.check_finite(state)  # the one sync point: raises on a non-finite step
         if log:
             run.log_train(step)
         if step == total:
             break  # the final evaluation and checkpoint follow the loop
         run.periodic(step, state, validate=validate, checkpoint=checkpoint)
-        if preemption.requested:
+        if stop:
             run.preempted(step, state, preemption.signum)
             status = "preempted"
             break
