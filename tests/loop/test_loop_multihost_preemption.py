@@ -3,9 +3,10 @@ the same step, after one checkpoint written together, and the resumed run ends b
 to an uninterrupted one.
 
 Two local processes x 2 CPU devices (`jax.distributed` + gloo), the loop tests' driver. Process
-1 alone sends itself SIGTERM after logging step 4 (log every 2 steps); the processes agree at
-the next boundary (step 6) and both stop there. Before they agreed, process 1 stopped at step
-4 and entered the collective checkpoint while process 0 went on: both hung.
+1 alone sends itself SIGTERM while logging step 4 (log every 2 steps, checkpoint every 6); the
+processes agree after that log step and both stop there, process 0 unsignalled. Before they
+agreed, process 1 stopped and entered the collective checkpoint while process 0 went on to
+step 5: both hung.
 """
 
 from __future__ import annotations
@@ -63,9 +64,9 @@ def test_a_signal_to_one_process_stops_all_at_one_step_and_resumes_exactly(tmp_p
     workdir = tmp_path / "run"
     summaries = run_two_processes(workdir, config, ["--sigterm-at-step", "4"])
     assert [(s["status"], s["step"], s["signal"]) for s in summaries] == [
-        ("preempted", 6, 15)] * 2  # process 0 takes process 1's signal (SIGTERM)
+        ("preempted", 4, 15)] * 2  # process 0 takes process 1's signal (SIGTERM)
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
-                  if p.name.isdigit()) == [6]
+                  if p.name.isdigit()) == [4]
 
     summaries = run_two_processes(workdir, config)
     assert [(s["status"], s["step"]) for s in summaries] == [("completed", TOTAL_STEPS)] * 2

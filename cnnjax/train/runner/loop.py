@@ -207,15 +207,15 @@ def _loop(run: Run, preemption: _Preemption,
         validate = bool(c.config.eval_split) and itstime(step, every.eval, total)
         checkpoint = itstime(step, every.checkpoint, total)
         boundary = log or validate or checkpoint
-        stop = step < total and preemption.stop_after(boundary)
-        if boundary or stop:
+        if boundary:
             run.check_finite(state)  # the one sync point: raises on a non-finite step
         if log:
             run.log_train(step)
         if step == total:
             break  # the final evaluation and checkpoint follow the loop
         run.periodic(step, state, validate=validate, checkpoint=checkpoint)
-        if stop:
+        if preemption.stop_after(boundary):
+            run.check_finite(state)  # (nothing left to check at a boundary)
             run.preempted(step, state, preemption.signum)
             status = "preempted"
             break
