@@ -121,9 +121,10 @@ class _Preemption:
         if not step_is_boundary:
             return False
         signums = multihost_utils.process_allgather(np.int32(self.signum or 0))
-        if self.signum is None and int(np.max(signums)) > 0:
-            self.signum = int(np.max(signums))
-        return self.requested
+        gathered = int(np.max(signums))  # not self.signum: a signal during the gather waits
+        if gathered and self.signum is None:
+            self.signum = gathered
+        return gathered > 0
 
     def _handler(self, signum: int, frame: Any) -> None:
         del frame
