@@ -19,7 +19,7 @@ import pytest
 from loop_helpers import REPO, TOTAL_STEPS, driver_command, tiny_config
 from test_loop_resume import assert_same_state, metric_rows
 
-pytestmark = pytest.mark.slow  # three 2-process trainings: about 1.5 min on 2 cores
+pytestmark = pytest.mark.slow  # three 2-process trainings: 0.5-1 min on 2 cores
 
 TIMEOUT_S = 240  # a hang (processes stopping at different steps) fails here
 
