@@ -39,7 +39,6 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from absl import flags
 
@@ -96,30 +95,6 @@ def parse(argv: Sequence[str]) -> tuple[flags.FlagValues, list[str], list[str]]:
 # --------------------------------------------------------------------------- main
 
 
-def report(directory: Path, workdirs: Sequence[Path], fields: Sequence[str] = (), *,
-           planned: Sequence[Run] = (), plots: bool = True, out: Any = None
-           ) -> list[results.RunResult]:
-    """Read `workdirs`, write the tables (and plots) into `directory`; returns the runs.
-
-    `planned` runs that the sweep attempted but that failed before writing their config.json
-    are reported too (failed, with their error), from the config the sweep planned.
-    """
-    runs = []
-    for w in workdirs:
-        try:
-            runs.append(results.read_run(w))
-        except (FileNotFoundError, ValueError) as e:  # a damaged config.json: say, go on
-            print(f"experiments.sweep: skipped {w}: {e}", file=sys.stderr)
-    runs += [results.read_run(r.workdir, r.config.to_dict()) for r in planned
-             if r.workdir not in workdirs and (r.workdir / results.RUN_RECORD).exists()]
-    fields = [*fields, *(f for f in results.setting_fields(runs) if f not in fields)]
-    for path in results.write_results(directory, runs, fields, plots=plots):
-        if path.suffix != ".png":
-            print(f"wrote {path}", file=out)
-    print((directory / "summary.md").read_text(), file=out)
-    return runs
-
-
 def _report_main(fv: flags.FlagValues, args: Sequence[str]) -> int:
     dirs = [Path(a) for a in args] or ([Path(fv.workdir)] if fv.workdir else [])
     if not dirs:
@@ -134,7 +109,7 @@ def _report_main(fv: flags.FlagValues, args: Sequence[str]) -> int:
     else:
         raise UsageError("--report over several directories (or single runs) needs "
                          "--workdir=DIR for the tables")
-    report(target, runs, plots=fv.plots)
+    results.report(target, runs, plots=fv.plots)
     return 0
 
 
@@ -184,7 +159,7 @@ def _sweep_main(fv: flags.FlagValues, overrides: Sequence[str], args: Sequence[s
     print(f"sweep: {len(runs)} runs in {workdir} ({len(finished)} finished, skipped; "
           f"{len(todo)} to run, {fv.jobs} at a time)", flush=True)
     failures = execute(todo, fv.jobs, pin=fv.pin)
-    report(workdir, find_runs([workdir]), list(grid), planned=runs, plots=fv.plots)
+    results.report(workdir, find_runs([workdir]), list(grid), planned=runs, plots=fv.plots)
     for run, attempt in failures:
         if attempt["outcome"] == "busy":
             print(f"BUSY {run.name}: not run, its workdir is in use by another process",
@@ -228,7 +203,7 @@ def _slurm_sweep(fv: flags.FlagValues, workdir: Path, runs: Sequence[Run],
         print(f"experiments.sweep: interrupted; the SLURM tasks go on: the same command follows "
               f"them again, or collect them with --report {workdir}", file=sys.stderr)
         return 130
-    got = report(workdir, find_runs([workdir]), fields, planned=runs, plots=fv.plots)
+    got = results.report(workdir, find_runs([workdir]), fields, planned=runs, plots=fv.plots)
     planned = {r.workdir for r in runs}
     bad = [r for r in got if r.workdir in planned and r.status != "completed"]
     for r in bad:

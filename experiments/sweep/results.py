@@ -22,6 +22,7 @@ import csv
 import dataclasses
 import json
 import math
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -308,3 +309,28 @@ def write_results(directory: str | Path, runs: Sequence[RunResult],
     if plots:
         written += sweep_plots.write_plots(directory / "plots", runs, summary, fields, metrics)
     return written
+
+
+def report(directory: Path, workdirs: Sequence[Path], fields: Sequence[str] = (), *,
+           planned: Sequence[Any] = (), plots: bool = True, out: Any = None
+           ) -> list[RunResult]:
+    """Read `workdirs`, write the tables (and plots) into `directory`; returns the runs.
+
+    `planned` runs (`experiments.sweep.local.Run`) that the sweep attempted but that failed
+    before writing their config.json are reported too (failed, with their error), from the
+    config the sweep planned.
+    """
+    runs = []
+    for w in workdirs:
+        try:
+            runs.append(read_run(w))
+        except (FileNotFoundError, ValueError) as e:  # a damaged config.json: say, go on
+            print(f"experiments.sweep: skipped {w}: {e}", file=sys.stderr)
+    runs += [read_run(r.workdir, r.config.to_dict()) for r in planned
+             if r.workdir not in workdirs and (r.workdir / RUN_RECORD).exists()]
+    fields = [*fields, *(f for f in setting_fields(runs) if f not in fields)]
+    for path in write_results(directory, runs, fields, plots=plots):
+        if path.suffix != ".png":
+            print(f"wrote {path}", file=out)
+    print((directory / "summary.md").read_text(), file=out)
+    return runs

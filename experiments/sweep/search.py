@@ -207,8 +207,6 @@ def write_trials(directory: Path, study: Any) -> Path:
 
 def main(fv: Any, overrides: Sequence[str], directory: Path) -> int:
     """`experiments.sweep --search=optuna`: check the flags, run the study, write the tables."""
-    from experiments.sweep.cli import report
-
     require("optuna")
     if fv.launcher == "slurm":
         require("submitit")
@@ -243,7 +241,7 @@ def main(fv: Any, overrides: Sequence[str], directory: Path) -> int:
               "them again and continues the study", file=sys.stderr)
         return 128 + e.signum
     write_trials(directory, study)
-    report(directory, plan.find_runs([directory]), [d.field for d in dims], plots=fv.plots)
+    results.report(directory, plan.find_runs([directory]), [d.field for d in dims], plots=fv.plots)
     try:
         best = study.best_trial
         print(f"best: trial {best.number} {best.params} val_{fv.objective}={best.value:.6g} "
