@@ -10,8 +10,8 @@ Each step directory `<directory>/<step>/` holds four items:
 - `meta`: config and run metadata plus a fingerprint of every array of `state` (JSON);
 
 plus Orbax's `metrics` (the evaluation metrics that rank checkpoints for best-K retention).
-The item handlers live in `items.py`, the corruption checks in `integrity.py`. A state holding
-NaN/Inf is never saved.
+The item handlers live in `items.py`, the corruption checks in `integrity.py`, what is kept in
+`retention.py`. A state holding NaN/Inf is never saved.
 
 Safety (Orbax 0.12.x, local file systems): a step is written into
 `<step>.orbax-checkpoint-tmp-*` and renamed only when complete, so a process that dies mid-write
@@ -36,7 +36,6 @@ from typing import Any, Literal
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from orbax.checkpoint import checkpoint_managers as ocm
 
 from cnnjax.checkpoint.integrity import (
     CorruptCheckpointError,
@@ -54,6 +53,7 @@ from cnnjax.checkpoint.items import (
     to_json,
 )
 from cnnjax.checkpoint.orbax_reports import os_error
+from cnnjax.checkpoint.retention import manager_options, rank_by_metric
 from cnnjax.checkpoint.structure import abstract_like, nonfinite_paths, tree_fingerprint
 from cnnjax.checkpoint.workdir import ensure_writable
 
@@ -112,15 +112,9 @@ class CheckpointManager:
         async_save: bool = True,
         read_only: bool = False,
     ) -> None:
-        if not isinstance(keep, int) or keep < 1:
-            raise ValueError(f"keep must be an int >= 1 (the latest steps kept), got {keep!r}")
-        if not isinstance(keep_best, int) or keep_best < 0:
-            raise ValueError(f"keep_best must be an int >= 0, got {keep_best!r}")
-        if keep_best and not best_metric:
-            raise ValueError(f"keep_best={keep_best} needs best_metric (a metric name), got "
-                             f"{best_metric!r}")
-        if best_mode not in ("max", "min"):
-            raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}")
+        options = manager_options(keep=keep, keep_best=keep_best, best_metric=best_metric,
+                                  best_mode=best_mode, async_save=async_save,
+                                  read_only=read_only)
         self.directory = Path(directory).expanduser().absolute()
         self.read_only = read_only
         self._pending: int | None = None  # the last step handed to save()
@@ -128,29 +122,6 @@ class CheckpointManager:
             ensure_writable(self.directory)
         self.best_metric = best_metric
         self.best_mode = best_mode
-
-        policies: list[Any] = [ocm.LatestN(n=keep)]
-        best_fn = None
-        if best_metric:
-            best_fn = _metric_getter(best_metric)
-            if keep_best:
-                policies.append(
-                    ocm.BestN(
-                        get_metric_fn=best_fn,
-                        reverse=best_mode == "min",
-                        n=keep_best,
-                        keep_checkpoints_without_metrics=False,
-                    )
-                )
-        options = ocp.CheckpointManagerOptions(
-            preservation_policy=ocm.AnyPreservationPolicy(policies),
-            best_fn=best_fn,
-            best_mode=best_mode,
-            enable_async_checkpointing=async_save,
-            read_only=read_only,
-            create=not read_only,
-            cleanup_tmp_directories=not read_only,
-        )
         self._closed = False
         self._mngr = ocp.CheckpointManager(
             self.directory, options=options,
@@ -175,19 +146,9 @@ class CheckpointManager:
         return self._mngr.metrics(step)
 
     def _ranked_by_metric(self) -> list[int]:
-        """Steps with metrics, best first (ties: the later step first)."""
-        get = _metric_getter(self.best_metric)
-        scored = []
-        for step in self.all_steps():
-            metrics = self._mngr.metrics(step)
-            if metrics is None:
-                continue
-            try:
-                scored.append((float(get(metrics)), step))
-            except KeyError:
-                continue
-        sign = -1.0 if self.best_mode == "max" else 1.0
-        return [s for _, s in sorted(scored, key=lambda vs: (sign * vs[0], -vs[1]))]
+        """Steps saved with `best_metric`, best first (ties: the later step first)."""
+        return rank_by_metric({s: self._mngr.metrics(s) for s in self.all_steps()},
+                              self.best_metric, self.best_mode)
 
     # -- saving ----------------------------------------------------------------------------
     def save(
@@ -434,10 +395,3 @@ class _RemovedWhileReadError(Exception):
     def __init__(self, step: int) -> None:
         super().__init__(step)
         self.step = step
-
-
-def _metric_getter(name: str):
-    def get(metrics: Mapping[str, Any]) -> float:
-        return float(metrics[name])
-
-    return get
