@@ -52,7 +52,12 @@ def _fewest_faults_of_a_call(switch: str) -> float:
 @glibc_only
 def test_output_buffers_reuse_pages_with_the_settings_and_fault_without():
     pages = 64 * 2**20 // 4096
-    assert _fewest_faults_of_a_call("1") < 0.05 * pages
+    # Up to 3 processes: on a loaded machine (the other test worker busy) one process was
+    # seen faulting every call; without the settings every process does.
+    with_settings = []
+    while len(with_settings) < 3 and min(with_settings, default=pages) >= 0.05 * pages:
+        with_settings.append(_fewest_faults_of_a_call("1"))
+    assert min(with_settings) < 0.05 * pages, with_settings
     assert _fewest_faults_of_a_call("0") > 0.5 * pages
 
 
