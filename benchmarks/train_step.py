@@ -76,6 +76,8 @@ LEVERS_OFF = {
     "pool_reshape": "pooling through lax.reduce_window (no window==stride reshape)",
     "donate": "train step without buffer donation",
     "onednn": "convolutions on XLA (CNNJAX_ONEDNN=0), not the oneDNN kernel",
+    "batch_norm": "batch norm differentiated by JAX (Flax's formula), not the hand-written VJP",
+    "relu": "ReLU's derivative masked by its input (jax.nn.relu), not by its output",
     "host_allocator": "glibc's default malloc for this column (no GLIBC_TUNABLES, "
                       "CNNJAX_HOST_ALLOCATOR=0)",
 }
@@ -165,9 +167,23 @@ def parse_impl(impl: str) -> tuple[str, set[str], list[str]]:
     return base, set(off), flags
 
 
+def _autodiff_batch_norm(x: Any, scale: Any, bias: Any, epsilon: float) -> tuple[Any, Any, Any]:
+    """`nn.BatchNorm`'s training formula (fast variance), differentiated by JAX."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axes)
+    var = jnp.maximum(0.0, jnp.mean(x * x, axes) - mean * mean)
+    y = (x - mean) * (scale * lax.rsqrt(var + epsilon)) + bias
+    return y, mean, var
+
+
 def _levers_off(off: set[str]) -> None:
     """Turns cnnjax levers off in this (worker) process by replacing their dispatch."""
-    from cnnjax.ops import lowering, onednn, pooling
+    import jax
+
+    from cnnjax.ops import lowering, normalization, onednn, pooling
 
     if "conv_gemm" in off:
         lowering.choose_conv_lowering = lambda *args: "xla"
@@ -177,6 +193,10 @@ def _levers_off(off: set[str]) -> None:
         pooling._is_tiling = lambda pool: False
     if "onednn" in off:
         onednn.set_enabled(False)
+    if "batch_norm" in off:
+        normalization.batch_norm_train = _autodiff_batch_norm
+    if "relu" in off:
+        normalization.relu.defjvp(lambda primals, tangents: jax.jvp(jax.nn.relu, primals, tangents))
 
 
 def _cnnjax_steps(

@@ -21,6 +21,7 @@ from cnnjax.checks import int_tuple
 from cnnjax.layers.conv import Conv
 from cnnjax.layers.norm import NormFactory
 from cnnjax.layers.pooling import MaxPool
+from cnnjax.ops.normalization import relu
 
 ModuleFactory = Callable[..., nn.Module]
 Activation = Callable[[jnp.ndarray], jnp.ndarray]
@@ -57,7 +58,7 @@ class ConvNormAct(nn.Module):
     groups: int = 1
     conv: ModuleFactory = Conv
     norm: NormFactory | None = None
-    act: Activation | None = nn.relu
+    act: Activation | None = relu
     pool: IntOrSeq | None = None
     use_bias: bool | None = None
 
@@ -142,7 +143,7 @@ class ResidualBlock(nn.Module):
     stride: IntOrSeq = 1
     conv: ModuleFactory = Conv
     norm: NormFactory | None = None
-    act: Activation = nn.relu
+    act: Activation = relu
     zero_init_last: bool = False
     bottleneck: bool = False
     preactivation: bool = False

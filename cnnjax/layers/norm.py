@@ -25,6 +25,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from cnnjax.checks import check_choice, check_int
+from cnnjax.layers.batch_norm import BatchNorm
 from cnnjax.registry import NameList, Registry
 
 NormFactory = Callable[..., nn.Module]
@@ -61,7 +62,7 @@ def register_norm(name: str) -> Callable[[Callable], Callable]:
 
 @register_norm("batch")
 def _batch(o: NormOptions) -> NormFactory:
-    return functools.partial(nn.BatchNorm, use_running_average=not o.train,
+    return functools.partial(BatchNorm, use_running_average=not o.train,
                              momentum=o.momentum, axis_name=o.axis_name, **o.common)
 
 
@@ -108,7 +109,8 @@ def make_norm(
     """A factory of normalization layers for feature maps `(batch, *spatial, channels)`.
 
     Args:
-      norm: "batch" (`nn.BatchNorm`, running statistics in the "batch_stats" collection),
+      norm: "batch" (`cnnjax.layers.batch_norm.BatchNorm`: `nn.BatchNorm` with a faster
+        training pass; running statistics in the "batch_stats" collection),
         "group" (`nn.GroupNorm` with `num_groups` groups), "layer" (`nn.LayerNorm` over all
         spatial axes and channels, one scale and bias per channel), "instance"
         (`nn.InstanceNorm`, per sample and channel over the spatial axes) or "none" (returns

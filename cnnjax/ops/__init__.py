@@ -1,6 +1,6 @@
 """Pure array functions for CNNs (no parameters, no Flax): convolution, transposed
-convolution, pooling and convolution arithmetic, channels-last, 1D/2D/3D, usable under
-`jax.jit`, `jax.grad` and `jax.vmap`."""
+convolution, pooling, convolution arithmetic, training-mode batch norm and ReLU;
+channels-last, 1D/2D/3D, usable under `jax.jit`, `jax.grad` and `jax.vmap`."""
 
 from cnnjax.ops.adaptive import (
     adaptive_avg_pool,
@@ -17,6 +17,7 @@ from cnnjax.ops.arithmetic import (
     same_padding,
 )
 from cnnjax.ops.conv import conv, conv_transpose
+from cnnjax.ops.normalization import batch_norm_train, relu
 from cnnjax.ops.pooling import (
     avg_pool,
     lp_pool,
@@ -30,6 +31,7 @@ __all__ = [
     "adaptive_avg_pool",
     "adaptive_max_pool",
     "avg_pool",
+    "batch_norm_train",
     "conv",
     "conv_output_size",
     "conv_transpose",
@@ -39,6 +41,7 @@ __all__ = [
     "lp_pool",
     "max_pool",
     "receptive_field",
+    "relu",
     "same_padding",
     "weighted_avg_pool",
 ]

@@ -1,0 +1,98 @@
+"""Training-mode batch normalization and ReLU with hand-written derivatives that keep fewer
+full-size tensors alive between the forward and backward pass.
+
+Both compute what Flax's `nn.BatchNorm` (with `use_fast_variance`) and `jax.nn.relu`
+compute; what changes is the memory traffic of a training step (CPU measurements in
+`cnnjax.layers.batch_norm`):
+
+- `batch_norm_train` keeps only its input, the per-channel mean and ``1/sqrt(var + eps)``
+  for the backward pass, which reads the incoming gradient and the input twice (once for the
+  two per-channel sums, once for the input gradient). Autodiff of Flax's formula also saves
+  the centred input ``x - mean``, a tensor the size of the activations.
+- `relu`'s derivative masks the gradient with its *output* (``y > 0``, the same set as
+  ``x > 0``), which the next layer needs anyway, instead of keeping its input alive.
+
+Shapes: ``x`` is ``(batch, *spatial, channels)``; statistics are over every axis but the last.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def _reduction_axes(x: jax.Array) -> tuple[int, ...]:
+    return tuple(range(x.ndim - 1))
+
+
+def _statistics(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(mean, variance, raw variance) per channel: ``var = max(E[x^2] - E[x]^2, 0)``, Flax's
+    fast variance; the raw value says where the clamp at zero cut the derivative."""
+    axes = _reduction_axes(x)
+    mean = jnp.mean(x, axes)
+    raw = jnp.mean(x * x, axes) - mean * mean
+    return mean, jnp.maximum(raw, 0.0), raw
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_train(
+    x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Batch norm with batch statistics: ``((x - mean) * scale / sqrt(var + eps) + bias,
+    mean, var)``, mean and (biased) variance per channel over all other axes.
+
+    Args:
+      x: ``(batch, *spatial, channels)`` float array.
+      scale, bias: ``(channels,)``.
+      epsilon: added to the variance.
+    Returns:
+      ``(y, mean, var)``: y shaped like x, mean and var ``(channels,)`` (for the running
+      averages). Differentiable in x, scale and bias, through all three outputs.
+    """
+    return _forward(x, scale, bias, epsilon)[0]
+
+
+def _forward(x, scale, bias, epsilon):
+    mean, var, raw = _statistics(x)
+    rstd = lax.rsqrt(var + epsilon)
+    y = (x - mean) * (scale * rstd) + bias
+    return (y, mean, var), (x, mean, rstd, raw, scale)
+
+
+def _backward(epsilon, residuals, cotangents):
+    """With ``a = scale * rstd``, ``xc = x - mean`` and n values per channel:
+    dbias = sum(gy); dscale = rstd * sum(gy * xc);
+    dx = a * gy - a * sum(gy) / n + gmean / n + xc * [raw > 0] * (2 gvar - scale rstd^3
+    sum(gy * xc)) / n, the last term being the derivative through the variance."""
+    del epsilon
+    x, mean, rstd, raw, scale = residuals
+    gy, gmean, gvar = cotangents
+    axes = _reduction_axes(x)
+    n = x.size // x.shape[-1]
+    xc = x - mean
+    gy_sum = jnp.sum(gy, axes)
+    gy_xc = jnp.sum(gy * xc, axes)
+    a = scale * rstd
+    through_var = jnp.where(raw > 0, 2.0 * gvar - scale * rstd**3 * gy_xc, 0.0) / n
+    through_mean = (gmean - a * gy_sum) / n
+    dx = a * gy + xc * through_var + through_mean
+    return dx, gy_xc * rstd, gy_sum
+
+
+batch_norm_train.defvjp(_forward, _backward)
+
+
+@jax.custom_jvp
+def relu(x: jax.Array) -> jax.Array:
+    """``max(x, 0)``; its derivative (0 at 0, as `jax.nn.relu`'s) is taken from the output."""
+    return jnp.maximum(x, 0)
+
+
+@relu.defjvp
+def _relu_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    y = relu(x)
+    return y, jnp.where(y > 0, dx, jnp.zeros_like(dx))
