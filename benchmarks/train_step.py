@@ -77,7 +77,6 @@ LEVERS_OFF = {
     "donate": "train step without buffer donation",
     "onednn": "convolutions on XLA (CNNJAX_ONEDNN=0), not the oneDNN kernel",
     "batch_norm": "batch norm differentiated by JAX (Flax's formula), not the hand-written VJP",
-    "relu": "ReLU's derivative masked by its input (jax.nn.relu), not by its output",
     "host_allocator": "glibc's default malloc for this column (no GLIBC_TUNABLES, "
                       "CNNJAX_HOST_ALLOCATOR=0)",
 }
@@ -181,8 +180,6 @@ def _autodiff_batch_norm(x: Any, scale: Any, bias: Any, epsilon: float) -> tuple
 
 def _levers_off(off: set[str]) -> None:
     """Turns cnnjax levers off in this (worker) process by replacing their dispatch."""
-    import jax
-
     from cnnjax.ops import lowering, normalization, onednn, pooling
 
     if "conv_gemm" in off:
@@ -195,8 +192,6 @@ def _levers_off(off: set[str]) -> None:
         onednn.set_enabled(False)
     if "batch_norm" in off:
         normalization.batch_norm_train = _autodiff_batch_norm
-    if "relu" in off:
-        normalization.relu.defjvp(lambda primals, tangents: jax.jvp(jax.nn.relu, primals, tangents))
 
 
 def _cnnjax_steps(

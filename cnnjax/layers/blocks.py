@@ -21,7 +21,6 @@ from cnnjax.checks import int_tuple
 from cnnjax.layers.conv import Conv
 from cnnjax.layers.norm import NormFactory
 from cnnjax.layers.pooling import MaxPool
-from cnnjax.ops.normalization import relu
 
 ModuleFactory = Callable[..., nn.Module]
 Activation = Callable[[jnp.ndarray], jnp.ndarray]
@@ -58,7 +57,7 @@ class ConvNormAct(nn.Module):
     groups: int = 1
     conv: ModuleFactory = Conv
     norm: NormFactory | None = None
-    act: Activation | None = relu
+    act: Activation | None = nn.relu
     pool: IntOrSeq | None = None
     use_bias: bool | None = None
 
@@ -143,7 +142,7 @@ class ResidualBlock(nn.Module):
     stride: IntOrSeq = 1
     conv: ModuleFactory = Conv
     norm: NormFactory | None = None
-    act: Activation = relu
+    act: Activation = nn.relu
     zero_init_last: bool = False
     bottleneck: bool = False
     preactivation: bool = False

@@ -17,7 +17,6 @@ from cnnjax.layers.blocks import Activation, ConvNormAct, ModuleFactory
 from cnnjax.layers.conv import Conv, ConvTranspose
 from cnnjax.layers.norm import NormFactory
 from cnnjax.layers.pooling import MaxPool
-from cnnjax.ops.normalization import relu
 
 UPSAMPLE_MODES: tuple[str, ...] = ("transpose", "resize")
 UNET_PADDINGS: tuple[str, ...] = ("same", "valid")
@@ -36,7 +35,7 @@ class _Stage(nn.Module):
     padding: str = "same"
     conv: ModuleFactory = Conv
     norm: NormFactory | None = None
-    act: Activation = relu
+    act: Activation = nn.relu
 
 
 class DoubleConv(_Stage):
@@ -104,7 +103,7 @@ class UNetUp(nn.Module):
     conv: ModuleFactory = Conv
     conv_transpose: ModuleFactory = ConvTranspose
     norm: NormFactory | None = None
-    act: Activation = relu
+    act: Activation = nn.relu
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, skip: jnp.ndarray) -> jnp.ndarray:

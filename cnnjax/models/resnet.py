@@ -28,7 +28,6 @@ from cnnjax.models.common import (
     output,
 )
 from cnnjax.models.registry import register
-from cnnjax.ops.normalization import relu
 
 BLOCK_TYPES = ("basic", "bottleneck")
 STEMS = ("imagenet", "cifar")
@@ -63,7 +62,7 @@ class ResNet(NormModelDtypes):
     zero_init_last_norm: bool = False
     norm: str = "batch"
     num_groups: int = 32
-    act: Any = relu
+    act: Any = nn.relu
 
     def __post_init__(self) -> None:
         check_options(

@@ -26,7 +26,6 @@ from cnnjax.models.common import (
     require_min_size,
 )
 from cnnjax.models.registry import register
-from cnnjax.ops.normalization import relu
 
 
 @register("simple_cnn")
@@ -53,13 +52,13 @@ class SimpleCNN(ModelDtypes):
         conv = self._conv()
         dense = self._dense()
         feats: dict[str, jnp.ndarray] = {}
-        x = feats["conv1"] = relu(conv(w1, 3, name="conv1")(x))
+        x = feats["conv1"] = nn.relu(conv(w1, 3, name="conv1")(x))
         x = feats["pool1"] = MaxPool(2, name="pool1")(x)
-        x = feats["conv2"] = relu(conv(w2, 3, name="conv2")(x))
+        x = feats["conv2"] = nn.relu(conv(w2, 3, name="conv2")(x))
         x = feats["pool2"] = MaxPool(2, name="pool2")(x)
-        x = feats["conv3"] = relu(conv(w3, 3, name="conv3")(x))
+        x = feats["conv3"] = nn.relu(conv(w3, 3, name="conv3")(x))
         x = Flatten(name="flatten")(x)
-        x = feats["dense1"] = relu(dense(self.hidden, name="dense1")(x))
+        x = feats["dense1"] = nn.relu(dense(self.hidden, name="dense1")(x))
         logits = classifier_head(x, self.num_classes, dense, name="logits")
         return output(logits, feats, return_features)
 
@@ -81,7 +80,7 @@ class LeNet5(ModelDtypes):
 
     num_classes: int = 10
     pool: str = "max"
-    act: Any = relu
+    act: Any = nn.relu
 
     def __post_init__(self) -> None:
         check_options(self, "lenet5", pool=choice("max", "avg"))

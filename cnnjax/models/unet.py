@@ -28,7 +28,6 @@ from cnnjax.models.common import (
     output,
 )
 from cnnjax.models.registry import register
-from cnnjax.ops.normalization import relu
 
 
 def unet_output_size(size: int, depth: int, padding: str) -> int:
@@ -91,7 +90,7 @@ class UNet(NormModelDtypes):
     padding: str = "same"
     upsample: str = "transpose"
     resize_method: str = "linear"
-    act: Any = relu
+    act: Any = nn.relu
 
     def __post_init__(self) -> None:
         check_options(

@@ -31,7 +31,6 @@ from cnnjax.models.common import (
 )
 from cnnjax.models.registry import register
 from cnnjax.models.resnet import ResNet
-from cnnjax.ops.normalization import relu
 
 _SKIPS = ("stage3", "stage2", "stage1", "stem_act", None)
 
@@ -60,7 +59,7 @@ class UNetResNet(NormModelDtypes):
     decoder_features: Sequence[int] = (256, 128, 64, 32, 16)
     norm: str = "batch"
     num_groups: int = 8
-    act: Any = relu
+    act: Any = nn.relu
 
     @nn.compact
     def __call__(self, x, *, train: bool = False, return_features: bool = False):

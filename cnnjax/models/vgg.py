@@ -27,7 +27,6 @@ from cnnjax.models.common import (
     require_min_size,
 )
 from cnnjax.models.registry import register
-from cnnjax.ops.normalization import relu
 
 # Channels of the 3x3 convs; "M" is a 2x2 max pool (Simonyan & Zisserman 2014, table 1).
 VGG_CONFIGS: dict[str, tuple[int | str, ...]] = {
@@ -91,11 +90,11 @@ class VGG(NormModelDtypes):
             x = conv(_scaled(c, self.width), 3, padding=1, name=f"conv{n_conv}")(x)
             if norm is not None:
                 x = norm(name=f"norm{n_conv}")(x)
-            x = relu(x)
+            x = nn.relu(x)
         x = feats["pool"] = AdaptiveAvgPool(self.pool_size, name="avgpool")(x)
         x = Flatten(name="flatten")(x)
         for i in (1, 2):
-            x = feats[f"fc{i}"] = relu(dense(self.hidden, name=f"fc{i}")(x))
+            x = feats[f"fc{i}"] = nn.relu(dense(self.hidden, name=f"fc{i}")(x))
             x = Dropout(self.dropout, name=f"dropout{i}")(x, train=train)
         logits = classifier_head(x, self.num_classes, dense)
         return output(logits, feats, return_features)
@@ -126,19 +125,19 @@ class AlexNet(ModelDtypes):
         dense = self._dense()
         w = functools.partial(_scaled, width=self.width)
         feats: dict[str, jnp.ndarray] = {}
-        x = feats["conv1"] = relu(conv(w(64), 11, stride=4, padding=2, name="conv1")(x))
+        x = feats["conv1"] = nn.relu(conv(w(64), 11, stride=4, padding=2, name="conv1")(x))
         x = MaxPool(3, stride=2, name="pool1")(x)
-        x = feats["conv2"] = relu(conv(w(192), 5, padding=2, name="conv2")(x))
+        x = feats["conv2"] = nn.relu(conv(w(192), 5, padding=2, name="conv2")(x))
         x = MaxPool(3, stride=2, name="pool2")(x)
-        x = feats["conv3"] = relu(conv(w(384), 3, padding=1, name="conv3")(x))
-        x = feats["conv4"] = relu(conv(w(256), 3, padding=1, name="conv4")(x))
-        x = feats["conv5"] = relu(conv(w(256), 3, padding=1, name="conv5")(x))
+        x = feats["conv3"] = nn.relu(conv(w(384), 3, padding=1, name="conv3")(x))
+        x = feats["conv4"] = nn.relu(conv(w(256), 3, padding=1, name="conv4")(x))
+        x = feats["conv5"] = nn.relu(conv(w(256), 3, padding=1, name="conv5")(x))
         x = MaxPool(3, stride=2, name="pool5")(x)
         x = feats["pool"] = AdaptiveAvgPool(6, name="avgpool")(x)
         x = Flatten(name="flatten")(x)
         for i in (1, 2):
             x = Dropout(self.dropout, name=f"dropout{i}")(x, train=train)
-            x = feats[f"fc{i}"] = relu(dense(self.hidden, name=f"fc{i}")(x))
+            x = feats[f"fc{i}"] = nn.relu(dense(self.hidden, name=f"fc{i}")(x))
         logits = classifier_head(x, self.num_classes, dense)
         return output(logits, feats, return_features)
 

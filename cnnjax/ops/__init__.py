@@ -1,5 +1,5 @@
 """Pure array functions for CNNs (no parameters, no Flax): convolution, transposed
-convolution, pooling, convolution arithmetic, training-mode batch norm and ReLU;
+convolution, pooling, convolution arithmetic, training-mode batch norm;
 channels-last, 1D/2D/3D, usable under `jax.jit`, `jax.grad` and `jax.vmap`."""
 
 from cnnjax.ops.adaptive import (
@@ -17,7 +17,7 @@ from cnnjax.ops.arithmetic import (
     same_padding,
 )
 from cnnjax.ops.conv import conv, conv_transpose
-from cnnjax.ops.normalization import batch_norm_train, relu
+from cnnjax.ops.normalization import batch_norm_train
 from cnnjax.ops.pooling import (
     avg_pool,
     lp_pool,
@@ -41,7 +41,6 @@ __all__ = [
     "lp_pool",
     "max_pool",
     "receptive_field",
-    "relu",
     "same_padding",
     "weighted_avg_pool",
 ]

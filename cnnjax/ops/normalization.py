@@ -1,16 +1,12 @@
-"""Training-mode batch normalization and ReLU with hand-written derivatives that keep fewer
+"""Training-mode batch normalization with a hand-written derivative that keeps fewer
 full-size tensors alive between the forward and backward pass.
 
-Both compute what Flax's `nn.BatchNorm` (with `use_fast_variance`) and `jax.nn.relu`
-compute; what changes is the memory traffic of a training step (CPU measurements in
-`cnnjax.layers.batch_norm`):
-
-- `batch_norm_train` keeps only its input, the per-channel mean and ``1/sqrt(var + eps)``
-  for the backward pass, which reads the incoming gradient and the input twice (once for the
-  two per-channel sums, once for the input gradient). Autodiff of Flax's formula also saves
-  the centred input ``x - mean``, a tensor the size of the activations.
-- `relu`'s derivative masks the gradient with its *output* (``y > 0``, the same set as
-  ``x > 0``), which the next layer needs anyway, instead of keeping its input alive.
+`batch_norm_train` computes what Flax's `nn.BatchNorm` (with `use_fast_variance`) computes;
+what changes is the memory traffic of a training step (measured in
+`cnnjax.layers.batch_norm`). It keeps only its input, the per-channel mean and
+``1/sqrt(var + eps)`` for the backward pass, which reads the incoming gradient and the input
+twice (once for the two per-channel sums, once for the input gradient). Autodiff of Flax's
+formula also saves the centred input ``x - mean``, a tensor the size of the activations.
 
 Shapes: ``x`` is ``(batch, *spatial, channels)``; statistics are over every axis but the last.
 """
@@ -83,16 +79,3 @@ def _backward(epsilon, residuals, cotangents):
 
 
 batch_norm_train.defvjp(_forward, _backward)
-
-
-@jax.custom_jvp
-def relu(x: jax.Array) -> jax.Array:
-    """``max(x, 0)``; its derivative (0 at 0, as `jax.nn.relu`'s) is taken from the output."""
-    return jnp.maximum(x, 0)
-
-
-@relu.defjvp
-def _relu_jvp(primals, tangents):
-    (x,), (dx,) = primals, tangents
-    y = relu(x)
-    return y, jnp.where(y > 0, dx, jnp.zeros_like(dx))

@@ -1,4 +1,4 @@
-"""`batch_norm_train` and `relu` (hand-written derivatives) against independent references:
+"""`batch_norm_train` (hand-written derivative) against independent references:
 a NumPy loop for the forward pass, float64 central differences and float64 autodiff of the
 textbook formula for the gradients, with smooth losses (no ReLU kinks) and odd sizes, 1D-3D."""
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cnnjax.ops import batch_norm_train, relu
+from cnnjax.ops import batch_norm_train
 
 SHAPES = [(3, 7, 5), (5, 3, 4, 6), (2, 3, 5, 4, 3), (4, 1)]
 
@@ -116,20 +116,3 @@ def test_constant_channel_has_finite_zero_variance_gradient():
     grads = jax.grad(lambda x: jnp.sum(jnp.sin(batch_norm_train(x, jnp.ones(2), jnp.zeros(2),
                                                                 1e-5)[0])))(x)
     assert bool(jnp.all(jnp.isfinite(grads)))
-
-
-def test_relu_value_and_derivative_equal_jax_nn_relu():
-    x = jnp.asarray([-2.0, -0.0, 0.0, 1e-30, 3.0, -1e-30])
-    np.testing.assert_array_equal(np.asarray(relu(x)), np.asarray(jax.nn.relu(x)))
-    g = jnp.arange(1.0, 7.0)
-    got = jax.vjp(relu, x)[1](g)[0]
-    want = jax.vjp(jax.nn.relu, x)[1](g)[0]
-    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
-    np.testing.assert_array_equal(np.asarray(jax.grad(lambda v: relu(v).sum())(x)),
-                                  np.asarray(x > 0, np.float32))
-
-
-def test_relu_second_derivative_is_zero_and_vmap_works():
-    assert float(jax.grad(jax.grad(relu))(1.5)) == 0.0
-    x = jnp.arange(-3.0, 3.0).reshape(2, 3)
-    np.testing.assert_array_equal(np.asarray(jax.vmap(relu)(x)), np.maximum(np.asarray(x), 0))
