@@ -2,6 +2,8 @@
 statistics and gradients; its fallbacks are `nn.BatchNorm` bit for bit; a batch sharded over
 8 devices under jit gives the statistics of the whole batch."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -12,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from cnnjax.layers import make_norm
 from cnnjax.layers.batch_norm import BatchNorm
+from cnnjax.layers.blocks import BasicBlock
 
 X = jax.random.normal(jax.random.key(0), (8, 5, 3, 6)) * 2.0 + 0.7
 G = jax.random.normal(jax.random.key(1), X.shape)
@@ -109,3 +112,38 @@ def test_batch_sharded_over_eight_devices_uses_global_statistics():
     _close(y, ref_y)
     _close(stats, ref_stats)
     _close(grads, ref_grads, 1e-5)
+
+
+
+class _ResidualStack(nn.Module):
+    """Two ResNet basic blocks (four conv -> batch norm pairs, residual adds, ReLU)."""
+
+    norm: type
+
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(2):
+            x = BasicBlock(16, norm=functools.partial(self.norm, use_running_average=False))(x)
+        return x
+
+
+def _train_step_temp_bytes(norm):
+    x = jax.random.normal(jax.random.key(2), (16, 24, 24, 16))
+    model = _ResidualStack(norm)
+    variables = model.init(jax.random.key(0), x)
+
+    def loss(params):
+        y, _ = model.apply({**variables, "params": params}, x, mutable=["batch_stats"])
+        return jnp.sum(jnp.sin(y))
+
+    compiled = jax.jit(jax.grad(loss)).lower(variables["params"]).compile()
+    return compiled.memory_analysis().temp_size_in_bytes, x.size * 4
+
+
+def test_training_keeps_fewer_activation_sized_buffers_than_flax():
+    """The reason for the hand-written derivative: a training step's buffers hold about one
+    activation-sized tensor less per batch norm than autodiff of Flax's formula, which also
+    writes out x - mean (4 batch norms here; 9 against 13 activations when written)."""
+    ours, activation = _train_step_temp_bytes(BatchNorm)
+    flax, _ = _train_step_temp_bytes(nn.BatchNorm)
+    assert ours <= flax - 3 * activation, (ours / activation, flax / activation)
