@@ -7,7 +7,7 @@ what changes is the memory traffic of a training step (measured in
 ``1/sqrt(var + eps)`` for the backward pass, which reads the incoming gradient and the input
 twice (once for the two per-channel sums, once for the input gradient). Autodiff of Flax's
 formula also writes out the centred input ``x - mean``, a tensor the size of the activations
-(157 MB per ResNet-18 step at batch 64 and 128 x 128 pixels).
+(157 MB per CIFAR ResNet-18 step at batch 64, 32 x 32 pixels).
 
 Shapes: ``x`` is ``(batch, *spatial, channels)``; statistics are over every axis but the last.
 """
