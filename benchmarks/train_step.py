@@ -18,7 +18,8 @@ Columns (`--impls`):
 
 Each (model, impl) runs in its own process, so every column starts from the same state and
 XLA flags (`--xla-flags`, or cnnjax's own defaults) apply before JAX starts its backend.
-Timing: `--warmup` steps, then `--steps` steps, each blocked on (`block_until_ready`, or
+Timing: `--warmup` steps, then `--steps` steps or more, until they add up to `--min-seconds`
+(2 s by default: a 15 ms step gets ~130 samples), each blocked on (`block_until_ready`, or
 torch's synchronous CPU execution); min / median / max ms per step; compilation excluded
 (jax: `lower(...).compile()` timed separately as `compile_s`; the compiled step is called).
 
@@ -102,12 +103,16 @@ def make_batch(model: str, seed: int = 0) -> dict[str, np.ndarray]:
     return {"image": image, "mask": mask}
 
 
-def time_steps(step: Callable[[], Any], steps: int, warmup: int) -> list[float]:
-    """Milliseconds of each of `steps` calls of `step` (which must block) after `warmup`."""
+def time_steps(
+    step: Callable[[], Any], steps: int, warmup: int, min_seconds: float = 0.0
+) -> list[float]:
+    """Milliseconds of each call of `step` (which must block) after `warmup`: `steps` calls,
+    more while they add up to less than `min_seconds` (a 15 ms step needs many samples for a
+    median that one disturbed moment of the machine cannot move)."""
     for _ in range(warmup):
         step()
-    times = []
-    for _ in range(steps):
+    times: list[float] = []
+    while len(times) < steps or sum(times) < 1000.0 * min_seconds:
         start = time.perf_counter()
         step()
         times.append(1000.0 * (time.perf_counter() - start))
@@ -260,7 +265,9 @@ def _flax_steps(model_name: str, modes: tuple[str, ...]) -> tuple[int, dict[str,
     return count, {"state": state, "batch": batch, **out}
 
 
-def run_jax(model: str, impl: str, modes: tuple[str, ...], steps: int, warmup: int) -> list:
+def run_jax(
+    model: str, impl: str, modes: tuple[str, ...], steps: int, warmup: int, min_seconds: float
+) -> list:
     import jax
 
     base, off, _ = parse_impl(impl)
@@ -283,7 +290,7 @@ def run_jax(model: str, impl: str, modes: tuple[str, ...], steps: int, warmup: i
                 holder["state"] = out[0]
             jax.block_until_ready(out)
 
-        times = time_steps(call, steps, warmup)
+        times = time_steps(call, steps, warmup, min_seconds)
         parts["state"] = holder["state"]
         rows.append(
             _row(
@@ -301,7 +308,9 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def run_torch(model: str, impl: str, modes: tuple[str, ...], steps: int, warmup: int) -> list:
+def run_torch(
+    model: str, impl: str, modes: tuple[str, ...], steps: int, warmup: int, min_seconds: float
+) -> list:
     import torch
 
     from benchmarks._torch_models import MODELS as TORCH_MODELS
@@ -330,7 +339,8 @@ def run_torch(model: str, impl: str, modes: tuple[str, ...], steps: int, warmup:
     rows = []
     for mode in modes:
         net.train(mode == "train")
-        times = time_steps(train_step if mode == "train" else eval_step, steps, warmup)
+        times = time_steps(train_step if mode == "train" else eval_step, steps, warmup,
+                           min_seconds)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base_rss
         rows.append(
             _row(
@@ -383,7 +393,8 @@ def worker(job: dict[str, Any]) -> Any:
         return {m: model_flops(m, MODELS[m]["shape"], MODELS[m]["classes"]) for m in job["models"]}
     modes = tuple(job["modes"])
     run = run_torch if parse_impl(job["impl"])[0].startswith("torch") else run_jax
-    return run(job["model"], job["impl"], modes, job["steps"], job["warmup"])
+    return run(job["model"], job["impl"], modes, job["steps"], job["warmup"],
+               job["min_seconds"])
 
 
 def malloc_env(mode: str, glibc_defaults: bool = False) -> dict[str, str]:
@@ -471,6 +482,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--modes", default="train,eval")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per (model, impl)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
+    parser.add_argument("--min-seconds", type=float, default=2.0,
+                        help="time more than --steps steps until they take this long")
     parser.add_argument("--rounds", type=int, default=1, help="repeat all columns, interleaved")
     parser.add_argument(
         "--xla-flags", default=None, help="XLA_FLAGS for the jax workers (default: inherited)"
@@ -484,8 +497,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.worker is not None:
         print(json.dumps(worker(json.loads(args.worker))))
         return []
-    if args.steps < 1 or args.warmup < 0 or args.rounds < 1:
-        raise SystemExit("--steps and --rounds must be >= 1 and --warmup >= 0")
+    if args.steps < 1 or args.warmup < 0 or args.rounds < 1 or not args.min_seconds >= 0:
+        raise SystemExit("--steps and --rounds must be >= 1, --warmup and --min-seconds >= 0")
     models = _csv(args.models, tuple(MODELS), "models")
     impls = [i for i in args.impls.split(",") if i]
     for impl in impls:
@@ -514,7 +527,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         for model in models:
             for impl in impls:
                 job = dict(kind="step", model=model, impl=impl, modes=modes)
-                job.update(steps=args.steps, warmup=args.warmup)
+                job.update(steps=args.steps, warmup=args.warmup, min_seconds=args.min_seconds)
                 for r in _spawn(job, args.xla_flags, args.malloc):
                     key = (r["model"], r["impl"], r["mode"])
                     if key in pooled:  # keep the round with the best median (least disturbed)

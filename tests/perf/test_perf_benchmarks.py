@@ -1,7 +1,9 @@
 """The benchmarks' own arithmetic: analytic FLOPs against closed forms, the equal malloc
-settings every column gets."""
+settings every column gets, the timing loop."""
 
 from __future__ import annotations
+
+import time
 
 import jax
 import jax.numpy as jnp
@@ -72,3 +74,16 @@ def test_every_benchmark_column_gets_the_same_malloc_settings():
     lever = train_step.malloc_env("same", glibc_defaults=True)
     assert "GLIBC_TUNABLES" not in lever
     assert end_to_end.malloc_env("same")["GLIBC_TUNABLES"] == GLIBC_TUNABLES
+
+
+def test_time_steps_takes_more_steps_until_min_seconds():
+    calls = []
+
+    def step():
+        calls.append(1)
+        time.sleep(0.002)
+
+    assert len(train_step.time_steps(step, steps=3, warmup=1)) == 3
+    calls.clear()
+    times = train_step.time_steps(step, steps=3, warmup=1, min_seconds=0.05)
+    assert len(calls) == len(times) + 1 and sum(times) >= 50.0 and len(times) > 3
