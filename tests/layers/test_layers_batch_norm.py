@@ -114,7 +114,6 @@ def test_batch_sharded_over_eight_devices_uses_global_statistics():
     _close(grads, ref_grads, 1e-5)
 
 
-
 class _ResidualStack(nn.Module):
     """Two ResNet basic blocks (four conv -> batch norm pairs, residual adds, ReLU)."""
 

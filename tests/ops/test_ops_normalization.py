@@ -95,16 +95,23 @@ def test_gradient_equals_central_differences():
             np.testing.assert_allclose(grad[index], float(numeric), rtol=1e-6, atol=1e-8)
 
 
-def test_float32_gradients_close_to_float64():
+def _float32_case(seed, offset=0.0):
+    """(float64 textbook gradients, float32 loss weights, float32 arguments) of one case,
+    the input shifted by `offset`."""
     shape = (16, 9, 9, 8)
-    weights = _weights(shape, 4)
-    x64, s64, b64 = _inputs(shape, 4)
+    weights = _weights(shape, seed)
+    x64, s64, b64 = _inputs(shape, seed)
+    x64 = x64 + offset
     with jax.enable_x64():
         want = jax.grad(_loss(_textbook, weights), argnums=(0, 1, 2))(
             jnp.asarray(x64), jnp.asarray(s64), jnp.asarray(b64))
     w32 = tuple(w.astype(np.float32) for w in weights)
-    got = jax.jit(jax.grad(_loss(batch_norm_train, w32), argnums=(0, 1, 2)))(
-        *(jnp.asarray(a, jnp.float32) for a in (x64, s64, b64)))
+    return want, w32, [jnp.asarray(a, jnp.float32) for a in (x64, s64, b64)]
+
+
+def test_float32_gradients_close_to_float64():
+    want, w32, args = _float32_case(4)
+    got = jax.jit(jax.grad(_loss(batch_norm_train, w32), argnums=(0, 1, 2)))(*args)
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=2e-4,
                                    atol=2e-4 * float(np.abs(w).max()))
@@ -115,16 +122,8 @@ def test_float32_error_for_a_large_mean_no_worse_than_autodiff(offset):
     """The backward pass takes sum(gy * (x - mean)) as sum(gy * x) - mean * sum(gy); with a
     mean far above the standard deviation its float32 error stays that of autodiff of the
     same formula (dominated by the fast variance of the forward pass)."""
-    shape = (16, 9, 9, 8)
     for seed in (4, 5):
-        weights = _weights(shape, seed)
-        x64, s64, b64 = _inputs(shape, seed)
-        x64 = x64 + offset
-        with jax.enable_x64():
-            want = jax.grad(_loss(_textbook, weights), argnums=(0, 1, 2))(
-                jnp.asarray(x64), jnp.asarray(s64), jnp.asarray(b64))
-        w32 = tuple(w.astype(np.float32) for w in weights)
-        args = [jnp.asarray(a, jnp.float32) for a in (x64, s64, b64)]
+        want, w32, args = _float32_case(seed, offset)
         ours = jax.jit(jax.grad(_loss(batch_norm_train, w32), argnums=(0, 1, 2)))(*args)
         autodiff = jax.jit(jax.grad(_loss(lambda *a: normalization._forward(*a)[0], w32),
                                     argnums=(0, 1, 2)))(*args)
